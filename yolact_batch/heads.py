@@ -1,0 +1,93 @@
+"""The typed contract between backends and post-processing.
+
+A backend returns one of two values for a batch of ``B`` images:
+
+* ``RawHeads``: the network's heads, as the reference's ``Yolact.forward`` produces them
+  before ``Detect`` (box regressions, softmaxed confidences, tanh'd coefficients,
+  ReLU'd NHWC prototypes). Post-processing runs box decode and NMS on the host.
+* ``GraphHeads``: what our ``graph`` ONNX contract computes on the device (decode,
+  Fast NMS, mask assembly and crop included): fixed-size detections, the first
+  ``num_detections[b]`` of each row valid and sorted by descending score.
+
+Both validate their shapes once, at construction, with messages naming expected and
+actual shapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+RAW_OUTPUTS = ("loc", "conf", "mask", "proto")
+GRAPH_OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
+INPUT_NAME = "images"
+
+
+def _check(name: str, array: np.ndarray, expected: tuple) -> None:
+    """Raise ValueError unless ``array.shape`` matches ``expected`` (None = any)."""
+    ok = array.ndim == len(expected) and all(e is None or e == a for e, a in zip(expected, array.shape))
+    if not ok:
+        shown = tuple("*" if e is None else e for e in expected)
+        raise ValueError(f"{name}: expected shape {shown}, got {tuple(array.shape)}")
+
+
+@dataclass(frozen=True)
+class RawHeads:
+    """Raw YOLACT heads for a batch.
+
+    Attributes:
+        loc: ``float32[B, P, 4]`` box regressions relative to the priors.
+        conf: ``float32[B, P, C]`` class probabilities after softmax (class 0 = background).
+        mask: ``float32[B, P, M]`` mask coefficients after tanh.
+        proto: ``float32[B, Hp, Wp, M]`` prototypes after ReLU, channels last.
+    """
+
+    loc: np.ndarray
+    conf: np.ndarray
+    mask: np.ndarray
+    proto: np.ndarray
+
+    def __post_init__(self) -> None:
+        b, p = self.loc.shape[:2] if self.loc.ndim == 3 else (None, None)
+        _check("loc", self.loc, (b, p, 4))
+        _check("conf", self.conf, (b, p, None))
+        _check("mask", self.mask, (b, p, None))
+        _check("proto", self.proto, (b, None, None, self.mask.shape[2]))
+
+    def __len__(self) -> int:
+        return self.loc.shape[0]
+
+
+@dataclass(frozen=True)
+class GraphHeads:
+    """Detections computed inside the ``graph`` contract model, for a batch.
+
+    Attributes:
+        boxes: ``float32[B, K, 4]`` boxes ``(x1, y1, x2, y2)`` relative to the image
+            (0..1, not clamped), as decoded from the priors.
+        scores: ``float32[B, K]`` class scores, descending within the valid prefix.
+        classes: ``int64[B, K]`` foreground class index (0-based).
+        masks: ``float32[B, K, Hp, Wp]`` sigmoid masks at prototype resolution, already
+            cropped to their boxes when the model was exported with cropping.
+        num_detections: ``int64[B]`` how many leading entries of each row are valid.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    masks: np.ndarray
+    num_detections: np.ndarray
+
+    def __post_init__(self) -> None:
+        b, k = self.scores.shape if self.scores.ndim == 2 else (None, None)
+        _check("scores", self.scores, (b, k))
+        _check("boxes", self.boxes, (b, k, 4))
+        _check("classes", self.classes, (b, k))
+        _check("masks", self.masks, (b, k, None, None))
+        _check("num_detections", self.num_detections, (b,))
+        if np.any(self.num_detections < 0) or np.any(self.num_detections > k):
+            raise ValueError(f"num_detections must be within [0, {k}], got {self.num_detections.tolist()}")
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
