@@ -27,3 +27,35 @@ COCO_CATEGORY_IDS: tuple[int, ...] = (
     52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77,
     78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
 )
+
+
+def coco_bbox(box_xyxy) -> list[float]:
+    """Pixel ``(x1, y1, x2, y2)`` to COCO ``[x, y, w, h]``, rounded to 0.1 px as the reference writes it."""
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return [round(v * 10) / 10 for v in (x1, y1, x2 - x1, y2 - y1)]
+
+
+def instances(dets) -> list[dict]:
+    """One instance dict per detection, in the row format (COCO ids, names, xywh, RLE)."""
+    areas = dets.areas
+    return [
+        {
+            "category_id": int(dets.category_ids[c]),
+            "category": dets.class_names[c],
+            "score": float(score),
+            "bbox": coco_bbox(box),
+            "area": int(area),
+            "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
+        }
+        for box, score, c, area, rle in zip(dets.boxes, dets.scores, dets.class_ids, areas, dets.rles)
+    ]
+
+
+def results_from_instances(image_id: int, items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """COCO results entries ``(bbox_results, segm_results)`` for one image's instances."""
+    bbox = [{"image_id": image_id, "category_id": i["category_id"], "bbox": i["bbox"], "score": i["score"]} for i in items]
+    segm = [
+        {"image_id": image_id, "category_id": i["category_id"], "segmentation": i["segmentation"], "score": i["score"]}
+        for i in items
+    ]
+    return bbox, segm

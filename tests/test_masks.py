@@ -1,0 +1,61 @@
+"""The region-only mask upsample against the full-size computation it replaces."""
+
+import numpy as np
+import pytest
+
+from yolact_batch.masks import AxisResize, assemble_masks, crop_windows, paste_mask, sigmoid, upsample_masks
+
+
+def full_reference(mask, box, height, width, threshold=0.5):
+    """Crop at prototype resolution (loop over pixels), upsample everything, threshold."""
+    hp, wp = mask.shape
+    x1, x2 = sorted((np.float32(box[0]) * np.float32(wp), np.float32(box[2]) * np.float32(wp)))
+    y1, y2 = sorted((np.float32(box[1]) * np.float32(hp), np.float32(box[3]) * np.float32(hp)))
+    x1, y1 = max(x1 - 1, 0), max(y1 - 1, 0)
+    x2, y2 = min(x2 + 1, wp), min(y2 + 1, hp)
+    cropped = np.array([[mask[r, c] if (x1 <= c < x2 and y1 <= r < y2) else 0 for c in range(wp)] for r in range(hp)], np.float32)
+    return upsample_masks(cropped[None], height, width)[0] > threshold
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("size", [(480, 640), (20, 20), (7, 33), (1, 50), (64, 1)])
+def test_paste_mask_equals_full_computation(seed, size):
+    rng = np.random.default_rng(seed)
+    hp = wp = 20
+    mask = sigmoid(rng.normal(0, 3, (hp, wp)).astype(np.float32))
+    box = np.sort(rng.uniform(-0.2, 1.2, 4).reshape(2, 2), axis=0).T.reshape(-1)[[0, 2, 1, 3]].astype(np.float32)
+    window = crop_windows(box[None], hp, wp)[0]
+    r0, r1, c0, c1 = window
+    rows, cols = AxisResize.create(hp, size[0]), AxisResize.create(wp, size[1])
+    block, top, left = paste_mask(mask[r0:r1, c0:c1], window, rows, cols)
+    full = np.zeros(size, bool)
+    full[top : top + block.shape[0], left : left + block.shape[1]] = block
+    np.testing.assert_array_equal(full, full_reference(mask, box, *size))
+
+
+def test_axis_resize_matches_torch_convention():
+    # align_corners=False: output pixel o samples input (o + 0.5) * in/out - 0.5, clamped at 0.
+    r = AxisResize.create(2, 4)
+    assert r.idx0.tolist() == [0, 0, 0, 1] and r.idx1.tolist() == [1, 1, 1, 1]
+    # At the last index torch keeps the fractional weight on the same pixel (idx0 == idx1).
+    np.testing.assert_allclose(r.w1, [0.0, 0.25, 0.75, 0.25])
+    same = AxisResize.create(5, 5)
+    assert same.idx0.tolist() == list(range(5)) and np.all(same.w0 == 1)
+
+
+def test_crop_windows_padding_and_clamp():
+    boxes = np.array([[0.25, 0.5, 0.5, 0.75], [-1, -1, 2, 2], [0.5, 0.5, 0.5, 0.5]], np.float32)
+    assert crop_windows(boxes, 8, 8).tolist() == [[3, 7, 1, 5], [0, 8, 0, 8], [3, 5, 3, 5]]
+
+
+def test_assemble_masks_shape_and_values():
+    proto = np.zeros((4, 5, 3), np.float32)
+    coeffs = np.zeros((2, 3), np.float32)
+    out = assemble_masks(proto, coeffs)
+    assert out.shape == (2, 4, 5) and np.all(out == 0.5)
+
+
+def test_empty_window_gives_empty_mask():
+    rows, cols = AxisResize.create(10, 30), AxisResize.create(10, 30)
+    block, _, _ = paste_mask(np.zeros((0, 3), np.float32), np.array([4, 4, 2, 5]), rows, cols)
+    assert block.shape == (0, 0)

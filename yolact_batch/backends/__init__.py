@@ -1,0 +1,1 @@
+"""Inference backends. Each module imports its runtime lazily, inside the class that needs it."""

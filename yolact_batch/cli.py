@@ -1,0 +1,165 @@
+"""``yolact-batch`` command line: the only place that parses argv."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that runs a model."""
+    g = parser.add_argument_group("inference (defaults reproduce the reference evaluation)")
+    g.add_argument("--providers", default="cpu", help="ONNX Runtime providers, comma separated: cpu, cuda, tensorrt")
+    g.add_argument("--sidecar", help="JSON/TOML description of an ONNX model without yolact_batch metadata")
+    g.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
+    g.add_argument("--score-threshold", type=float, default=0.0, help="keep scores above this (0; 0.3 for pre-labeling)")
+    g.add_argument("--classes", help="keep only these classes: comma-separated names or COCO category ids")
+    g.add_argument("--mask-threshold", type=float, default=0.5, help="mask pixel on above this (0.5)")
+    g.add_argument("--max-detections", type=int, help="detections per image (model default: 100)")
+    g.add_argument("--top-k", type=int, help="candidates per class entering NMS (raw models; 200)")
+    g.add_argument("--conf-threshold", type=float, help="minimum prior confidence (raw models; 0.05)")
+    g.add_argument("--iou-threshold", type=float, help="NMS IoU threshold (raw models; 0.5)")
+    g.add_argument("--cross-class-nms", action="store_true", default=None, help="one NMS over all classes (raw models)")
+    g.add_argument("--nms", choices=("fast", "greedy"), help="NMS method (raw models; fast)")
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """YolactModel keyword arguments from parsed inference options."""
+    return dict(
+        providers=tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+        sidecar=args.sidecar,
+        batch_size=args.batch_size,
+        score_threshold=args.score_threshold,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        mask_threshold=args.mask_threshold,
+        max_detections=args.max_detections,
+        top_k=args.top_k,
+        conf_threshold=args.conf_threshold,
+        iou_threshold=args.iou_threshold,
+        cross_class_nms=args.cross_class_nms,
+        nms=args.nms,
+    )
+
+
+def _list_images(inputs: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.exists():
+            files.append(path)
+        else:
+            raise SystemExit(f"error: {item}: no such file or directory")
+    if not files:
+        raise SystemExit(f"error: no images found in {list(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def image_id_from_name(path: Path) -> int | None:
+    """COCO-style file names (``000000184324.jpg``) carry their image id; others have none."""
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from yolact_batch.model import YolactModel
+    from yolact_batch.preprocess import ImageDecodeError
+    from yolact_batch.schema import error_row, ok_row
+
+    files = _list_images(args.images)
+    model = YolactModel(args.model, **model_kwargs(args))
+    start, errors, count = time.perf_counter(), 0, 0
+    out = sys.stdout if args.output == "-" else open(args.output, "w")
+    try:
+        for first in range(0, len(files), model.batch_size):
+            chunk = files[first : first + model.batch_size]
+            images, good = [], []
+            for path in chunk:
+                try:
+                    images.append(model.load_image(path.read_bytes()))
+                    good.append(path)
+                except (OSError, ImageDecodeError) as exc:
+                    errors += 1
+                    row = error_row(image_uri=str(path), image_id=image_id_from_name(path), error=str(exc), model=model.ref)
+                    out.write(json.dumps(row) + "\n")
+            for path, dets in zip(good, model(images) if images else []):
+                count += len(dets)
+                row = ok_row(dets, image_uri=str(path), image_id=image_id_from_name(path), model=model.ref)
+                out.write(json.dumps(row) + "\n")
+            done = first + len(chunk)
+            print(f"\rpredict: {done}/{len(files)} images", end="", file=sys.stderr, flush=True)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    elapsed = time.perf_counter() - start
+    print(
+        f"\npredict: {len(files)} images ({errors} errors), {count} instances in {elapsed:.1f}s "
+        f"({len(files) / elapsed:.2f} img/s) -> {args.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from yolact_batch.export.onnx_export import export_onnx
+    except ImportError as exc:
+        raise SystemExit(f"error: export needs torch and onnx: pip install 'yolact-batch[export]' ({exc})")
+    from yolact_batch.settings import DetectSettings
+
+    detect = DetectSettings(
+        conf_threshold=args.conf_threshold, iou_threshold=args.iou_threshold, top_k=args.top_k,
+        max_detections=args.max_detections, cross_class=args.cross_class_nms,
+    )
+    start = time.perf_counter()
+    path = export_onnx(
+        args.checkpoint, args.config, args.output,
+        contract=args.contract, detect=detect, score_threshold=args.score_threshold,
+    )
+    print(f"export: wrote {path} ({args.contract} contract) in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="yolact-batch", description="Batch YOLACT instance segmentation")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="run a model on local images (no Ray), write JSON lines")
+    p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
+    p.add_argument("--model", required=True, help="ONNX model path or URL")
+    p.add_argument("--output", "-o", default="-", help="JSON lines file (default: stdout)")
+    add_inference_options(p)
+    p.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("export", help="export an official .pth checkpoint to ONNX")
+    e.add_argument("--checkpoint", required=True, help="official dbolya/yolact .pth file")
+    e.add_argument("--config", required=True, help="reference config name, e.g. yolact_base, yolact_resnet50")
+    e.add_argument("--output", "-o", required=True, help="ONNX file to write")
+    e.add_argument("--contract", choices=("graph", "raw"), default="graph", help="graph: NMS in the model (default)")
+    e.add_argument("--score-threshold", type=float, default=0.0, help="graph: drop detections scoring <= this (0)")
+    e.add_argument("--conf-threshold", type=float, default=0.05)
+    e.add_argument("--iou-threshold", type=float, default=0.5)
+    e.add_argument("--top-k", type=int, default=200)
+    e.add_argument("--max-detections", type=int, default=100)
+    e.add_argument("--cross-class-nms", action="store_true")
+    e.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

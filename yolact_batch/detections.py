@@ -1,0 +1,105 @@
+"""``Detections``: the instances found in one image, validated, indexable, convertible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from yolact_batch import rle as rle_codec
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Instances of one image. Boxes are ``(x1, y1, x2, y2)`` in pixels.
+
+    Attributes:
+        boxes: ``float32[N, 4]`` pixel boxes (integer-valued for model outputs, as the
+            reference truncates them).
+        scores: ``float32[N]`` class scores, descending for model outputs.
+        class_ids: ``int64[N]`` foreground class index (0-based) into ``class_names``.
+        rles: ``N`` COCO RLEs ``{"size": [h, w], "counts": str}``, one per instance.
+        image_size: ``(height, width)`` of the image the masks cover.
+        class_names: name of each foreground class of the model.
+        category_ids: dataset category id (COCO id) of each foreground class.
+
+    Index with a boolean mask, integer array or slice: ``dets[dets.scores > 0.3]``.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    class_ids: np.ndarray
+    rles: tuple[dict, ...]
+    image_size: tuple[int, int]
+    class_names: tuple[str, ...] = field(default=(), repr=False)
+    category_ids: tuple[int, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        expected = {"boxes": (n, 4), "scores": (n,), "class_ids": (n,)}
+        for name, shape in expected.items():
+            actual = np.shape(getattr(self, name))
+            if actual != shape:
+                raise ValueError(f"Detections.{name}: expected shape {shape}, got {actual}")
+        if len(self.rles) != n:
+            raise ValueError(f"Detections.rles: expected {n} RLEs (one per box), got {len(self.rles)}")
+        h, w = self.image_size
+        for i, r in enumerate(self.rles):
+            if list(r["size"]) != [h, w]:
+                raise ValueError(f"Detections.rles[{i}]: size {r['size']} does not match image_size {[h, w]}")
+        if self.class_names and n and (self.class_ids.min() < 0 or self.class_ids.max() >= len(self.class_names)):
+            raise ValueError(
+                f"Detections.class_ids must be within [0, {len(self.class_names)}), "
+                f"got range [{self.class_ids.min()}, {self.class_ids.max()}]"
+            )
+
+    @classmethod
+    def empty(cls, image_size: tuple[int, int], class_names=(), category_ids=()) -> "Detections":
+        """No instances (a valid value, never ``None``)."""
+        return cls(
+            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64), (),
+            tuple(image_size), tuple(class_names), tuple(category_ids),
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, index: Any) -> "Detections":
+        picked = np.arange(len(self))[index]
+        picked = np.atleast_1d(picked)
+        return Detections(
+            self.boxes[picked], self.scores[picked], self.class_ids[picked],
+            tuple(self.rles[i] for i in picked), self.image_size, self.class_names, self.category_ids,
+        )
+
+    @property
+    def areas(self) -> np.ndarray:
+        """``int64[N]`` number of mask pixels of each instance."""
+        return np.array([rle_codec.area(r) for r in self.rles], dtype=np.int64)
+
+    @property
+    def names(self) -> list[str]:
+        """Class name of each instance."""
+        return [self.class_names[c] for c in self.class_ids]
+
+    def masks(self) -> np.ndarray:
+        """Dense ``bool[N, H, W]`` masks (decoded on demand; large for big images)."""
+        h, w = self.image_size
+        if not self.rles:
+            return np.zeros((0, h, w), bool)
+        return np.stack([rle_codec.decode(r) for r in self.rles])
+
+    def to_supervision(self):
+        """Convert to ``supervision.Detections`` (requires the ``supervision`` package)."""
+        try:
+            import supervision as sv
+        except ImportError as exc:
+            raise ImportError("to_supervision() needs the supervision package: pip install supervision") from exc
+        return sv.Detections(
+            xyxy=self.boxes.astype(np.float32),
+            mask=self.masks(),
+            confidence=self.scores.astype(np.float32),
+            class_id=self.class_ids.astype(int),
+            data={"class_name": np.array(self.names, dtype=object)},
+        )

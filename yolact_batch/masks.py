@@ -1,0 +1,143 @@
+"""Instance masks: assembly from prototypes, crop, bilinear upsample and threshold.
+
+The reference builds ``sigmoid(proto @ coeffs.T)`` for every detection at prototype
+resolution, zeroes it outside the (padded) box, upsamples the whole stack to the image
+size with ``F.interpolate(bilinear, align_corners=False)`` and thresholds at 0.5. A mask
+is zero outside its crop window, so only the output pixels whose bilinear footprint
+touches that window can be on; ``paste_mask`` computes exactly those, with the same
+float32 weights and operation order as torch, and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float32."""
+    return np.float32(1) / (np.float32(1) + np.exp(-x))
+
+
+def assemble_masks(proto: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """Full prototype-resolution masks, as the reference computes them.
+
+    Args:
+        proto: ``float32[Hp, Wp, M]`` prototypes.
+        coeffs: ``float32[D, M]`` mask coefficients.
+
+    Returns:
+        ``float32[D, Hp, Wp]`` sigmoid masks (not cropped).
+    """
+    return sigmoid(np.moveaxis(proto @ coeffs.T, -1, 0))
+
+
+def crop_windows(boxes: np.ndarray, height: int, width: int, padding: int = 1) -> np.ndarray:
+    """The reference's crop, as integer windows at prototype resolution.
+
+    A pixel ``(r, c)`` survives the crop when ``x1 <= c < x2`` and ``y1 <= r < y2`` with
+    ``x1 = max(min(bx1, bx2) * W - padding, 0)`` and ``x2 = min(max(bx1, bx2) * W + padding, W)``
+    (float32), and likewise for rows.
+
+    Args:
+        boxes: ``float32[D, 4]`` relative boxes ``(x1, y1, x2, y2)``.
+
+    Returns:
+        ``int64[D, 4]`` windows ``(row0, row1, col0, col1)``, half-open.
+    """
+    def bounds(a, b, size):
+        a = a * np.float32(size)
+        b = b * np.float32(size)
+        low = np.maximum(np.minimum(a, b) - np.float32(padding), 0)
+        high = np.minimum(np.maximum(a, b) + np.float32(padding), np.float32(size))
+        # Integer i satisfies low <= i < high  <=>  ceil(low) <= i < ceil(high).
+        return np.ceil(low).astype(np.int64), np.ceil(high).astype(np.int64)
+
+    boxes = boxes.astype(np.float32, copy=False)
+    r0, r1 = bounds(boxes[:, 1], boxes[:, 3], height)
+    c0, c1 = bounds(boxes[:, 0], boxes[:, 2], width)
+    return np.stack([r0, r1, c0, c1], axis=1).reshape(-1, 4)
+
+
+def full_windows(count: int, height: int, width: int) -> np.ndarray:
+    """Windows covering the whole prototype grid (no cropping), ``int64[count, 4]``."""
+    return np.tile(np.array([0, height, 0, width], np.int64), (count, 1))
+
+
+@dataclass(frozen=True)
+class AxisResize:
+    """Bilinear (``align_corners=False``) sampling of one axis, as torch computes it.
+
+    Output index ``o`` reads input ``idx0[o]`` and ``idx1[o]`` with weights ``w0[o]``, ``w1[o]``.
+    """
+
+    idx0: np.ndarray
+    idx1: np.ndarray
+    w0: np.ndarray
+    w1: np.ndarray
+
+    @classmethod
+    def create(cls, in_size: int, out_size: int) -> "AxisResize":
+        out = np.arange(out_size)
+        if in_size == out_size:
+            return cls(out, out, np.ones(out_size, np.float32), np.zeros(out_size, np.float32))
+        ratio = np.float32(in_size) / np.float32(out_size)
+        src = ratio * (out.astype(np.float32) + np.float32(0.5)) - np.float32(0.5)
+        src = np.maximum(src, np.float32(0))
+        idx0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+        w1 = np.clip(src - idx0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
+        idx1 = idx0 + (idx0 < in_size - 1)
+        return cls(idx0, idx1, (np.float32(1) - w1).astype(np.float32), w1)
+
+    def footprint(self, start: int, stop: int) -> tuple[int, int]:
+        """Output range ``[o0, o1)`` whose samples touch input range ``[start, stop)``."""
+        return (int(np.searchsorted(self.idx1, start, "left")), int(np.searchsorted(self.idx0, stop, "left")))
+
+
+def paste_mask(
+    block: np.ndarray,
+    window: np.ndarray,
+    rows: AxisResize,
+    cols: AxisResize,
+    threshold: float = 0.5,
+) -> tuple[np.ndarray, int, int]:
+    """Upsample one cropped mask and threshold it, computing only where it can be non-zero.
+
+    Args:
+        block: ``float32[row1-row0, col1-col0]`` mask values inside ``window``; the mask is
+            zero outside it.
+        window: ``(row0, row1, col0, col1)`` at prototype resolution.
+        rows, cols: the sampling of each axis from prototype to image size.
+        threshold: a pixel is on when its value is ``> threshold`` (must be >= 0).
+
+    Returns:
+        ``(bool[h, w], top, left)``: the binary mask inside its output box, whose top-left
+        pixel is ``(top, left)`` in the image; every pixel outside it is off.
+    """
+    r0, r1, c0, c1 = (int(v) for v in window)
+    y0, y1 = rows.footprint(r0, r1)
+    x0, x1 = cols.footprint(c0, c1)
+    if r1 <= r0 or c1 <= c0 or y1 <= y0 or x1 <= x0:
+        return np.zeros((0, 0), bool), 0, 0
+    # Input rows/cols read by that output range, padded with zeros outside the window.
+    ra, rb = int(rows.idx0[y0]), int(rows.idx1[y1 - 1]) + 1
+    ca, cb = int(cols.idx0[x0]), int(cols.idx1[x1 - 1]) + 1
+    padded = np.zeros((rb - ra, cb - ca), np.float32)
+    # When downsampling, some window rows/cols are read by no output pixel: copy the overlap.
+    lr, hr, lc, hc = max(r0, ra), min(r1, rb), max(c0, ca), min(c1, cb)
+    padded[lr - ra : hr - ra, lc - ca : hc - ca] = block[lr - r0 : hr - r0, lc - c0 : hc - c0]
+    # Width first, then height: torch's order of float32 operations.
+    ci0, ci1 = cols.idx0[x0:x1] - ca, cols.idx1[x0:x1] - ca
+    horiz = padded[:, ci0] * cols.w0[x0:x1] + padded[:, ci1] * cols.w1[x0:x1]
+    ri0, ri1 = rows.idx0[y0:y1] - ra, rows.idx1[y0:y1] - ra
+    values = horiz[ri0] * rows.w0[y0:y1, None] + horiz[ri1] * rows.w1[y0:y1, None]
+    return values > np.float32(threshold), y0, x0
+
+
+def upsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear upsample of a ``float32[D, Hp, Wp]`` stack to ``[D, height, width]`` (slow, full size)."""
+    rows = AxisResize.create(masks.shape[1], height)
+    cols = AxisResize.create(masks.shape[2], width)
+    horiz = masks[:, :, cols.idx0] * cols.w0 + masks[:, :, cols.idx1] * cols.w1
+    return horiz[:, rows.idx0] * rows.w0[:, None] + horiz[:, rows.idx1] * rows.w1[:, None]

@@ -1,0 +1,190 @@
+"""From heads to ``Detections``: box decode, NMS, masks, integer boxes, RLE.
+
+Two entry points, one per head contract, share the final stage:
+
+* ``postprocess_raw``: reference ``Detect`` (decode + NMS) then ``postprocess`` on the host.
+* ``postprocess_graph``: the model already ran decode, NMS and mask assembly; only the
+  upsample, threshold and RLE remain (``OutputSettings`` may still tighten the results).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from yolact_batch import nms as nms_ops
+from yolact_batch.boxes import boxes_to_pixels, decode_boxes
+from yolact_batch.configs import ModelConfig
+from yolact_batch.detections import Detections
+from yolact_batch.heads import GraphHeads, RawHeads
+from yolact_batch.priors import make_priors
+from yolact_batch.masks import AxisResize, crop_windows, full_windows, paste_mask, sigmoid
+from yolact_batch.rle import encode_in_box
+from yolact_batch.settings import DetectSettings, InferenceSettings, OutputSettings
+
+ImageSize = tuple[int, int]  # (height, width)
+
+
+def detect(
+    loc: np.ndarray, conf: np.ndarray, priors: np.ndarray, settings: DetectSettings = DetectSettings()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The reference's ``Detect`` for one image.
+
+    Args:
+        loc: ``float32[P, 4]`` box regressions.
+        conf: ``float32[P, C]`` softmax confidences, class 0 = background.
+        priors: ``float32[P, 4]`` priors ``(cx, cy, w, h)``.
+
+    Returns:
+        ``(boxes, classes, scores, prior_index)``: relative ``float32[D, 4]`` boxes in
+        ``(x1, y1, x2, y2)``, ``int64[D]`` foreground classes, ``float32[D]`` scores
+        (descending) and ``int64[D]`` the prior each detection came from.
+    """
+    foreground = conf[:, 1:]
+    candidates = np.flatnonzero(foreground.max(axis=1, initial=-np.inf) > settings.conf_threshold)
+    boxes = decode_boxes(loc[candidates], priors[candidates])
+    scores = np.ascontiguousarray(foreground[candidates].T)
+    common = dict(iou_threshold=settings.iou_threshold, max_detections=settings.max_detections)
+    if settings.method == "greedy":
+        idx, classes, kept_scores = nms_ops.greedy_nms(
+            boxes, scores, score_threshold=settings.conf_threshold, cross_class=settings.cross_class, **common
+        )
+    elif settings.cross_class:
+        idx, classes, kept_scores = nms_ops.cross_class_fast_nms(boxes, scores, top_k=settings.top_k, **common)
+    else:
+        idx, classes, kept_scores = nms_ops.fast_nms(boxes, scores, top_k=settings.top_k, **common)
+    return boxes[idx], classes, kept_scores, candidates[idx]
+
+
+def _select(scores: np.ndarray, classes: np.ndarray, output: OutputSettings) -> np.ndarray:
+    keep = scores > np.float32(output.score_threshold)
+    if output.classes is not None:
+        keep &= np.isin(classes, output.classes)
+    return np.flatnonzero(keep)
+
+
+def _finish(
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    scores: np.ndarray,
+    block: Callable[[int, np.ndarray], np.ndarray],
+    proto_size: tuple[int, int],
+    image_size: ImageSize,
+    output: OutputSettings,
+    config: ModelConfig,
+) -> Detections:
+    """Integer boxes, masks and RLEs for detections already selected and sorted.
+
+    ``block(i, window)`` returns detection ``i``'s mask values inside ``window``.
+    """
+    height, width = image_size
+    pixel_boxes = boxes_to_pixels(boxes, width, height)
+    # The reference writes only boxes with a positive integer area; so do we, everywhere.
+    valid = np.flatnonzero((pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]) > 0)
+    hp, wp = proto_size
+    windows = crop_windows(boxes, hp, wp) if output.crop_masks else full_windows(len(boxes), hp, wp)
+    rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
+    rles = []
+    for i in valid:
+        mask_box, top, left = paste_mask(block(i, windows[i]), windows[i], rows, cols, output.mask_threshold)
+        rles.append(encode_in_box(mask_box, top, left, height, width))
+    return Detections(
+        boxes=pixel_boxes[valid].astype(np.float32),
+        scores=scores[valid].astype(np.float32),
+        class_ids=classes[valid].astype(np.int64),
+        rles=tuple(rles),
+        image_size=(height, width),
+        class_names=config.class_names,
+        category_ids=config.category_ids,
+    )
+
+
+def postprocess_raw(
+    heads: RawHeads,
+    priors: np.ndarray,
+    image_sizes: Sequence[ImageSize],
+    config: ModelConfig,
+    settings: InferenceSettings = InferenceSettings(),
+) -> list[Detections]:
+    """Detections for each image of a batch of raw heads (reference ``Detect`` + ``postprocess``)."""
+    _check_batch(len(heads), image_sizes)
+    results = []
+    for b, image_size in enumerate(image_sizes):
+        boxes, classes, scores, prior_idx = detect(heads.loc[b], heads.conf[b], priors, settings.detect)
+        keep = _select(scores, classes, settings.output)
+        coeffs = heads.mask[b][prior_idx[keep]]
+        proto = heads.proto[b]
+
+        def block(i, window, proto=proto, coeffs=coeffs):
+            r0, r1, c0, c1 = window
+            return sigmoid(proto[r0:r1, c0:c1] @ coeffs[i])
+
+        results.append(
+            _finish(boxes[keep], classes[keep], scores[keep], block, proto.shape[:2], image_size, settings.output, config)
+        )
+    return results
+
+
+def postprocess_graph(
+    heads: GraphHeads,
+    image_sizes: Sequence[ImageSize],
+    config: ModelConfig,
+    output: OutputSettings = OutputSettings(),
+    max_detections: int | None = None,
+) -> list[Detections]:
+    """Detections for each image of a batch of graph-contract outputs.
+
+    ``max_detections`` keeps only that many of the model's detections (best first).
+    """
+    _check_batch(len(heads), image_sizes)
+    results = []
+    for b, image_size in enumerate(image_sizes):
+        n = int(heads.num_detections[b]) if max_detections is None else min(int(heads.num_detections[b]), max_detections)
+        scores, classes = heads.scores[b, :n], heads.classes[b, :n]
+        keep = _select(scores, classes, output)
+        masks = heads.masks[b][keep]
+
+        def block(i, window, masks=masks):
+            r0, r1, c0, c1 = window
+            return masks[i, r0:r1, c0:c1]
+
+        results.append(
+            _finish(heads.boxes[b][keep], classes[keep], scores[keep], block, masks.shape[1:], image_size, output, config)
+        )
+    return results
+
+
+def _check_batch(batch: int, image_sizes: Sequence[ImageSize]) -> None:
+    if len(image_sizes) != batch:
+        raise ValueError(f"got {len(image_sizes)} image sizes for a batch of {batch} images")
+
+
+@dataclass(frozen=True)
+class Postprocessor:
+    """Picklable post-processing for one model: heads + image sizes -> ``Detections``.
+
+    Built from a model's metadata without loading the model, so CPU workers can run it.
+
+    Attributes:
+        config: the model configuration.
+        contract: ``"raw"`` or ``"graph"`` heads.
+        settings: detect settings (used for raw heads; graph heads were already detected,
+            only ``max_detections`` can shorten them) and output settings.
+    """
+
+    config: ModelConfig
+    contract: str
+    settings: InferenceSettings = InferenceSettings()
+    priors: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "priors", make_priors(self.config.priors) if self.contract == "raw" else None)
+
+    def __call__(self, heads: RawHeads | GraphHeads, image_sizes: Sequence[ImageSize]) -> list[Detections]:
+        if isinstance(heads, RawHeads):
+            return postprocess_raw(heads, self.priors, image_sizes, self.config, self.settings)
+        return postprocess_graph(
+            heads, image_sizes, self.config, self.settings.output, max_detections=self.settings.detect.max_detections
+        )

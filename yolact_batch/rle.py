@@ -1,0 +1,158 @@
+"""COCO run-length encoding, byte-identical to ``pycocotools.mask.encode``.
+
+pycocotools needs a full-size Fortran-ordered uint8 copy of every mask; for
+instance masks that are nonzero only inside a small box that copy dominates
+the cost.  Here runs are found inside the box only and shifted to image
+coordinates, and the compressed string is built with array operations.
+
+COCO conventions: pixels are read column-major (Fortran order); counts
+alternate zeros/ones runs starting with zeros (a leading 0 when the first
+pixel is on); the last count is the last run (never a trailing 0); an all-zero
+``H x W`` mask is ``[H*W]`` and an empty (0-pixel) mask is ``[0]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["encode", "encode_in_box", "counts_to_string", "string_to_counts", "area", "decode"]
+
+# 2**(5k-1), k = 1..12: a delta needs k+1 chunks of 5 bits once it no longer
+# fits a 5k-bit two's-complement number (13 chunks cover int64).
+_THRESHOLDS = np.array([1 << (5 * k - 1) for k in range(1, 13)], dtype=np.int64)
+
+
+def _as_bytes(mask: np.ndarray) -> np.ndarray:
+    """Mirror ``mask.astype(np.uint8)`` (bool is kept: same runs, no copy)."""
+    mask = np.asarray(mask)
+    return mask if mask.dtype in (np.bool_, np.uint8) else mask.astype(np.uint8)
+
+
+def counts_to_string(counts: np.ndarray) -> str:
+    """Compress run lengths ``int[N]`` to the COCO string (pycocotools ``rleToString``).
+
+    Counts at index i > 2 are stored as the delta to counts[i-2]; each value is
+    written as little-endian 5-bit chunks (bit 0x20 = more chunks follow, bit
+    0x10 of the last chunk = sign) offset by 48 into printable ASCII.
+    """
+    c = np.asarray(counts).astype(np.int64, copy=False).ravel()
+    x = c.copy()
+    x[3:] -= c[1:-2]
+    if x.size == 0:
+        return ""
+    # Chunks per value: 1 + number of 5k-bit widths it does not fit into.
+    # x ^ (x >> 63) is ~x = -x-1 for negatives, matching the C loop's stop rule.
+    n = np.searchsorted(_THRESHOLDS, x ^ (x >> 63), side="right") + 1
+    end = np.cumsum(n)
+    k = np.arange(end[-1]) - np.repeat(end - n, n)  # chunk index within its value
+    chars = ((np.repeat(x, n) >> (5 * k)) & 0x1F) + (48 + 0x20)  # arithmetic shift, like C
+    chars[end - 1] -= 0x20  # the last chunk of a value has no continuation bit
+    return chars.astype(np.uint8).tobytes().decode("ascii")
+
+
+def string_to_counts(s: str | bytes) -> np.ndarray:
+    """Inverse of :func:`counts_to_string`: COCO string -> run lengths ``int64[N]``."""
+    b = np.frombuffer(s.encode("ascii") if isinstance(s, str) else bytes(s), dtype=np.uint8)
+    b = b.astype(np.int64) - 48
+    if b.size == 0:
+        return np.zeros(0, np.int64)
+    if b[-1] & 0x20 or b.min() < 0:
+        raise ValueError("not a COCO RLE string (bad char or truncated value)")
+    last = np.flatnonzero((b & 0x20) == 0)  # final chunk of every value
+    start = np.concatenate(([0], last[:-1] + 1))
+    pos = np.arange(b.size) - np.repeat(start, last - start + 1)  # chunk index in value
+    x = np.add.reduceat((b & 0x1F) << (5 * pos), start)
+    x -= np.where(b[last] & 0x10, np.int64(1) << (5 * (pos[last] + 1)), 0)  # sign-extend
+    # Undo the i-2 deltas: counts[1], counts[2] are raw, later ones accumulate per parity.
+    x[1::2] = np.cumsum(x[1::2])
+    x[2::2] = np.cumsum(x[2::2])
+    return x
+
+
+def _counts_from_starts(starts: np.ndarray, n_pixels: int) -> np.ndarray:
+    """Run lengths from the sorted column-major indices where a new run starts."""
+    # A start at n_pixels is a run ending with the image: pycocotools emits no
+    # trailing 0.  A start at 0 yields the leading 0 for an "on" first pixel.
+    starts = starts[starts < n_pixels]
+    return np.diff(np.concatenate(([0], starts, [n_pixels])))
+
+
+def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
+    h, w = box.shape
+    if h == height:
+        # Box columns are contiguous in column-major order and runs may cross
+        # from one column into the next: scan the box in that order.
+        flat = np.zeros(h * w + 2, dtype=box.dtype)  # + a zero before and after
+        flat[1:-1].reshape(w, h)[:] = box.T
+        starts = left * height + np.flatnonzero(flat[1:] != flat[:-1])
+    else:
+        # Otherwise every column is padded by zero pixels above and below, so
+        # runs stay inside their column.  Comparing vertical neighbours in the
+        # box's own row-major layout avoids a transpose copy; sorting the few
+        # run starts afterwards gives column-major order.
+        pad = np.zeros((h + 2, w), dtype=box.dtype)
+        pad[1:-1] = box
+        flat = pad.ravel()
+        y, x = np.divmod(np.flatnonzero(flat[w:] != flat[: flat.size - w]), max(w, 1))
+        starts = np.sort((left + x) * height + top + y)  # change row y = box row y
+    counts = _counts_from_starts(starts, height * width)
+    return {"size": [height, width], "counts": counts_to_string(counts)}
+
+
+def encode_in_box(mask_box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
+    """RLE of a ``height x width`` mask that is zero outside ``mask_box``.
+
+    ``mask_box``: ``bool/uint8[h, w]`` placed at rows ``top:top+h``, columns
+    ``left:left+w``; the full mask is never materialised.  Returns
+    ``{"size": [height, width], "counts": str}``.  Like pycocotools, a run
+    breaks wherever the byte value changes, so pass binary masks.
+    """
+    box = _as_bytes(mask_box)
+    if box.ndim != 2:
+        raise ValueError(f"mask_box must be 2-D, got shape {box.shape}")
+    h, w = box.shape
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"box {box.shape} at ({top}, {left}) outside image {height}x{width}")
+    return _encode_box(box, int(top), int(left), int(height), int(width))
+
+
+def encode(mask: np.ndarray) -> dict:
+    """RLE of ``bool/uint8[H, W]`` -> ``{"size": [H, W], "counts": str}``.
+
+    Equals ``pycocotools.mask.encode(np.asfortranarray(mask.astype(np.uint8)))``
+    with ``counts`` decoded to str.  Only the bounding box of nonzero pixels is
+    scanned column-major, so sparse masks are cheap.
+    """
+    m = _as_bytes(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {m.shape}")
+    height, width = m.shape
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return _encode_box(m[:0, :0], 0, 0, height, width)
+    r0, r1 = rows[0], rows[-1] + 1
+    cols = np.flatnonzero(m[r0:r1].any(axis=0))
+    c0, c1 = cols[0], cols[-1] + 1
+    return _encode_box(m[r0:r1, c0:c1], int(r0), int(c0), height, width)
+
+
+def _counts_of(rle: dict) -> np.ndarray:
+    """Run lengths of a compressed (str/bytes) or uncompressed (list) RLE."""
+    c = rle["counts"]
+    return string_to_counts(c) if isinstance(c, (str, bytes)) else np.asarray(c, np.int64)
+
+
+def area(rle: dict) -> int:
+    """Number of on pixels: the sum of the ones runs (odd-indexed counts)."""
+    return int(_counts_of(rle)[1::2].sum())
+
+
+def decode(rle: dict) -> np.ndarray:
+    """RLE -> ``bool[H, W]`` (counts are column-major)."""
+    height, width = (int(v) for v in rle["size"])
+    counts = _counts_of(rle)
+    values = np.arange(counts.size) % 2 == 1
+    flat = np.repeat(values, counts)
+    if flat.size != height * width:
+        raise ValueError(f"counts sum to {flat.size}, expected {height * width}")
+    return flat.reshape(width, height).T
