@@ -23,6 +23,7 @@ class Detections:
         image_size: ``(height, width)`` of the image the masks cover.
         class_names: name of each foreground class of the model.
         category_ids: dataset category id (COCO id) of each foreground class.
+        areas: ``int64[N]`` mask pixel counts; computed from ``rles`` when not given.
 
     Index with a boolean mask, integer array or slice: ``dets[dets.scores > 0.3]``.
     """
@@ -34,10 +35,13 @@ class Detections:
     image_size: tuple[int, int]
     class_names: tuple[str, ...] = field(default=(), repr=False)
     category_ids: tuple[int, ...] = field(default=(), repr=False)
+    areas: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.scores)
-        expected = {"boxes": (n, 4), "scores": (n,), "class_ids": (n,)}
+        if self.areas is None:
+            object.__setattr__(self, "areas", np.array([rle_codec.area(r) for r in self.rles], dtype=np.int64))
+        expected = {"boxes": (n, 4), "scores": (n,), "class_ids": (n,), "areas": (n,)}
         for name, shape in expected.items():
             actual = np.shape(getattr(self, name))
             if actual != shape:
@@ -71,12 +75,8 @@ class Detections:
         return Detections(
             self.boxes[picked], self.scores[picked], self.class_ids[picked],
             tuple(self.rles[i] for i in picked), self.image_size, self.class_names, self.category_ids,
+            self.areas[picked],
         )
-
-    @property
-    def areas(self) -> np.ndarray:
-        """``int64[N]`` number of mask pixels of each instance."""
-        return np.array([rle_codec.area(r) for r in self.rles], dtype=np.int64)
 
     @property
     def names(self) -> list[str]:

@@ -11,6 +11,7 @@ float32 weights and operation order as torch, and nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -90,49 +91,72 @@ class AxisResize:
         idx1 = idx0 + (idx0 < in_size - 1)
         return cls(idx0, idx1, (np.float32(1) - w1).astype(np.float32), w1)
 
-    def footprint(self, start: int, stop: int) -> tuple[int, int]:
-        """Output range ``[o0, o1)`` whose samples touch input range ``[start, stop)``."""
-        return (int(np.searchsorted(self.idx1, start, "left")), int(np.searchsorted(self.idx0, stop, "left")))
+    def footprint(self, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Output ranges ``[o0, o1)`` whose samples touch input ranges ``[start, stop)`` (vectorised)."""
+        return np.searchsorted(self.idx1, start, "left"), np.searchsorted(self.idx0, stop, "left")
 
 
-def paste_mask(
-    block: np.ndarray,
-    window: np.ndarray,
+def paste_masks(
+    blocks: Iterable[np.ndarray],
+    windows: np.ndarray,
     rows: AxisResize,
     cols: AxisResize,
     threshold: float = 0.5,
-) -> tuple[np.ndarray, int, int]:
-    """Upsample one cropped mask and threshold it, computing only where it can be non-zero.
+) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Upsample cropped masks and threshold them, computing only where they can be non-zero.
 
     Args:
-        block: ``float32[row1-row0, col1-col0]`` mask values inside ``window``; the mask is
-            zero outside it.
-        window: ``(row0, row1, col0, col1)`` at prototype resolution.
+        blocks: ``float32[row1-row0, col1-col0]`` mask values inside each window; each mask
+            is zero outside its window.
+        windows: ``int64[D, 4]`` windows ``(row0, row1, col0, col1)`` at prototype resolution.
         rows, cols: the sampling of each axis from prototype to image size.
-        threshold: a pixel is on when its value is ``> threshold`` (must be >= 0).
+        threshold: a pixel is on when its value is ``> threshold`` (must be >= 0, so that
+            pixels outside the footprint, which are exactly 0, stay off).
 
-    Returns:
-        ``(bool[h, w], top, left)``: the binary mask inside its output box, whose top-left
-        pixel is ``(top, left)`` in the image; every pixel outside it is off.
+    Yields:
+        ``(bool[h, w], top, left)`` per mask: the binary mask inside its output box, whose
+        top-left pixel is ``(top, left)`` in the image; every pixel outside it is off.
     """
-    r0, r1, c0, c1 = (int(v) for v in window)
+    if threshold < 0:
+        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    r0, r1, c0, c1 = windows.T
     y0, y1 = rows.footprint(r0, r1)
     x0, x1 = cols.footprint(c0, c1)
-    if r1 <= r0 or c1 <= c0 or y1 <= y0 or x1 <= x0:
-        return np.zeros((0, 0), bool), 0, 0
-    # Input rows/cols read by that output range, padded with zeros outside the window.
-    ra, rb = int(rows.idx0[y0]), int(rows.idx1[y1 - 1]) + 1
-    ca, cb = int(cols.idx0[x0]), int(cols.idx1[x1 - 1]) + 1
-    padded = np.zeros((rb - ra, cb - ca), np.float32)
+    empty = (r1 <= r0) | (c1 <= c0) | (y1 <= y0) | (x1 <= x0)
+    # Input rows/cols read by each output range; the mask is zero there outside its window.
+    ra, rb = rows.idx0[np.minimum(y0, len(rows.idx0) - 1)], rows.idx1[np.maximum(y1 - 1, 0)] + 1
+    ca, cb = cols.idx0[np.minimum(x0, len(cols.idx0) - 1)], cols.idx1[np.maximum(x1 - 1, 0)] + 1
     # When downsampling, some window rows/cols are read by no output pixel: copy the overlap.
-    lr, hr, lc, hc = max(r0, ra), min(r1, rb), max(c0, ca), min(c1, cb)
-    padded[lr - ra : hr - ra, lc - ca : hc - ca] = block[lr - r0 : hr - r0, lc - c0 : hc - c0]
-    # Width first, then height: torch's order of float32 operations.
-    ci0, ci1 = cols.idx0[x0:x1] - ca, cols.idx1[x0:x1] - ca
-    horiz = padded[:, ci0] * cols.w0[x0:x1] + padded[:, ci1] * cols.w1[x0:x1]
-    ri0, ri1 = rows.idx0[y0:y1] - ra, rows.idx1[y0:y1] - ra
-    values = horiz[ri0] * rows.w0[y0:y1, None] + horiz[ri1] * rows.w1[y0:y1, None]
-    return values > np.float32(threshold), y0, x0
+    lr, hr, lc, hc = np.maximum(r0, ra), np.minimum(r1, rb), np.maximum(c0, ca), np.minimum(c1, cb)
+    table = np.stack([r0, c0, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc], axis=1).tolist()
+    threshold = np.float32(threshold)
+    for block, skip, (r0, c0, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc) in zip(blocks, empty.tolist(), table):
+        if skip:
+            yield np.zeros((0, 0), bool), 0, 0
+            continue
+        padded = np.zeros((rb - ra, cb - ca), np.float32)
+        padded[lr - ra : hr - ra, lc - ca : hc - ca] = block[lr - r0 : hr - r0, lc - c0 : hc - c0]
+        # Width first, then height: torch's order of float32 operations.
+        horiz = padded[:, cols.idx0[x0:x1] - ca]
+        horiz *= cols.w0[x0:x1]
+        right = padded[:, cols.idx1[x0:x1] - ca]
+        right *= cols.w1[x0:x1]
+        horiz += right
+        # In place on two gathered copies: these output-sized passes are the whole cost.
+        values = np.take(horiz, rows.idx0[y0:y1] - ra, axis=0)
+        values *= rows.w0[y0:y1, None]
+        lower = np.take(horiz, rows.idx1[y0:y1] - ra, axis=0)
+        lower *= rows.w1[y0:y1, None]
+        values += lower
+        yield values > threshold, y0, x0
+
+
+def paste_mask(
+    block: np.ndarray, window: np.ndarray, rows: AxisResize, cols: AxisResize, threshold: float = 0.5
+) -> tuple[np.ndarray, int, int]:
+    """``paste_masks`` for a single mask."""
+    return next(paste_masks([block], np.asarray(window)[None], rows, cols, threshold))
 
 
 def upsample_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -17,50 +17,68 @@ def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
-def _top_k_desc(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` largest entries of each row of ``scores``, sorted descending."""
-    n = scores.shape[-1]
-    if k < n:
-        part = np.argpartition(-scores, k - 1, axis=-1)[..., :k]
-    else:
-        part = np.broadcast_to(np.arange(n), scores.shape).copy()
-    order = np.argsort(-np.take_along_axis(scores, part, axis=-1), axis=-1, kind="stable")
-    return np.take_along_axis(part, order, axis=-1)
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For entries listed best first, the rank of each within its group (0 = best)."""
+    by_group = np.argsort(groups, kind="stable")
+    sorted_groups = groups[by_group]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.empty(len(groups), np.int64)
+    rank[by_group] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    return rank
 
 
-def _fast_nms_in_score_order(
-    boxes: np.ndarray,
-    groups: np.ndarray,
-    scores: np.ndarray,
-    iou_threshold: float,
-    max_detections: int,
-) -> np.ndarray:
-    """Fast NMS over entries already ranked within their group, evaluated lazily.
+def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Fast NMS's test for entries listed best first: is the IoU with any better entry of
+    the same group ``> iou_threshold``? (Suppressed entries still suppress.)
 
-    ``boxes [E, 4]``, ``groups [E]`` and ``scores [E]`` list every group's candidates in
-    descending score order, group after group. An entry is dropped when its IoU with any
-    earlier entry of its group is ``> iou_threshold`` (dropped entries still suppress:
-    that is Fast NMS). Because an entry's fate depends only on better entries of its own
-    group, the entries can be visited in global score order and the work stops once
-    ``max_detections`` survivors are known; the result equals the full ``[G, k, k]``
-    IoU-matrix computation of the reference.
-
-    Returns:
-        ``int64[D]`` positions of the surviving entries, best first, ``D <= max_detections``.
+    Groups are packed into a zero-padded ``[G, k, 4]`` array so each group gets its own
+    ``k x k`` upper-triangular IoU matrix, exactly as the reference's per-class matrices.
     """
-    order = np.argsort(-scores, kind="stable")  # stable: ties keep their in-group rank order
-    prefix = min(len(order), max(4 * max_detections, 64))
+    if len(groups) == 0:
+        return np.zeros(0, bool)
+    rank = _rank_within(groups)
+    _, row = np.unique(groups, return_inverse=True)
+    padded = np.zeros((row.max() + 1, rank.max() + 1, 4), boxes.dtype)
+    padded[row, rank] = boxes
+    valid = np.zeros(padded.shape[:2], bool)
+    valid[row, rank] = True
+    pairs = np.triu(valid[:, :, None] & valid[:, None, :], k=1)
+    iou = np.where(pairs, box_iou(padded, padded), 0)
+    # A NaN IoU (two empty boxes) propagates through max and suppresses, as in torch.
+    return ~(iou.max(axis=1)[row, rank] <= iou_threshold)
+
+
+def _fast_nms_by_score(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int, max_detections: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fast NMS over ``scores [C, N]``, visiting entries from the best down.
+
+    An entry's fate (its rank within its class, and whether a better box of its class
+    overlaps it) depends only on better entries. So the entries scoring at least some
+    threshold ``t`` can be decided on their own, and if ``max_detections`` of them
+    survive, nothing below ``t`` can make the cut. ``t`` starts high (about
+    ``2 * max_detections`` entries) and is lowered until that holds or every entry is
+    in; the result equals the reference's full ``[C, top_k, top_k]`` computation.
+    """
+    num_candidates = scores.shape[1]
+    best = scores.max(axis=0)
+    depth = 2 * max_detections
     while True:
-        picked = order[:prefix]
-        same_group = groups[picked][:, None] == groups[picked][None, :]
-        iou = box_iou(boxes[picked], boxes[picked])
-        # Within a group, global order equals rank order, so "earlier" is the strict upper triangle.
-        iou = np.where(np.triu(same_group, k=1), iou, 0)
-        # A NaN IoU (two empty boxes) propagates through max and suppresses, as in torch.
-        survivors = picked[iou.max(axis=0, initial=0) <= iou_threshold] if prefix else picked
-        if len(survivors) >= max_detections or prefix == len(order):
-            return survivors[:max_detections]
-        prefix = min(len(order), prefix * 4)
+        if depth >= num_candidates:
+            threshold = -np.inf
+        else:
+            threshold = np.partition(best, num_candidates - depth)[num_candidates - depth]
+        classes, idx = np.nonzero(scores >= threshold)
+        entry_scores = scores[classes, idx]
+        order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
+        classes, idx, entry_scores = classes[order], idx[order], entry_scores[order]
+        in_top_k = _rank_within(classes) < top_k
+        classes, idx, entry_scores = classes[in_top_k], idx[in_top_k], entry_scores[in_top_k]
+        keep = np.flatnonzero(~_suppressed(boxes[idx], classes, iou_threshold))
+        if len(keep) >= max_detections or threshold == -np.inf:
+            keep = keep[:max_detections]
+            return idx[keep].astype(np.int64), classes[keep].astype(np.int64), entry_scores[keep]
+        depth *= 4
 
 
 def fast_nms(
@@ -79,16 +97,11 @@ def fast_nms(
 
     Args:
         boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
-        scores: ``float32[C, N]`` per-class scores of each candidate.
+        scores: ``float32[C, N]`` per-class scores of each candidate (a transposed view is fine).
     """
-    num_classes, n = scores.shape
-    if n == 0 or num_classes == 0:
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
-    idx = _top_k_desc(scores, min(top_k, n)).ravel()  # [C * k], class-major, best first
-    classes = np.repeat(np.arange(num_classes), len(idx) // num_classes)
-    top_scores = scores[classes, idx]
-    kept = _fast_nms_in_score_order(boxes[idx], classes, top_scores, iou_threshold, max_detections)
-    return idx[kept].astype(np.int64), classes[kept].astype(np.int64), top_scores[kept]
+    return _fast_nms_by_score(boxes, scores, iou_threshold, top_k, max_detections)
 
 
 def cross_class_fast_nms(
@@ -105,12 +118,10 @@ def cross_class_fast_nms(
         boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
         scores: ``float32[C, N]`` per-class scores of each candidate.
     """
-    if scores.shape[1] == 0 or scores.shape[0] == 0:
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
-    best = scores.max(axis=0)
-    idx = _top_k_desc(best, min(top_k, best.shape[0]))
-    kept = idx[_fast_nms_in_score_order(boxes[idx], np.zeros(len(idx), np.int64), best[idx], iou_threshold, max_detections)]
-    return kept.astype(np.int64), scores.argmax(axis=0)[kept].astype(np.int64), best[kept]
+    idx, _, best = _fast_nms_by_score(boxes, scores.max(axis=0)[None], iou_threshold, top_k, max_detections)
+    return idx, scores[:, idx].argmax(axis=0).astype(np.int64), best
 
 
 def _best(indices, classes, scores, max_detections):

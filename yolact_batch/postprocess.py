@@ -20,8 +20,8 @@ from yolact_batch.configs import ModelConfig
 from yolact_batch.detections import Detections
 from yolact_batch.heads import GraphHeads, RawHeads
 from yolact_batch.priors import make_priors
-from yolact_batch.masks import AxisResize, crop_windows, full_windows, paste_mask, sigmoid
-from yolact_batch.rle import encode_in_box
+from yolact_batch.masks import AxisResize, crop_windows, full_windows, paste_masks, sigmoid
+from yolact_batch.rle import counts_in_box, counts_to_strings
 from yolact_batch.settings import DetectSettings, InferenceSettings, OutputSettings
 
 ImageSize = tuple[int, int]  # (height, width)
@@ -45,7 +45,7 @@ def detect(
     foreground = conf[:, 1:]
     candidates = np.flatnonzero(foreground.max(axis=1, initial=-np.inf) > settings.conf_threshold)
     boxes = decode_boxes(loc[candidates], priors[candidates])
-    scores = np.ascontiguousarray(foreground[candidates].T)
+    scores = foreground[candidates].T  # [C, N] view: Fast NMS reads only the best entries
     common = dict(iou_threshold=settings.iou_threshold, max_detections=settings.max_detections)
     if settings.method == "greedy":
         idx, classes, kept_scores = nms_ops.greedy_nms(
@@ -86,18 +86,21 @@ def _finish(
     hp, wp = proto_size
     windows = crop_windows(boxes, hp, wp) if output.crop_masks else full_windows(len(boxes), hp, wp)
     rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
-    rles = []
-    for i in valid:
-        mask_box, top, left = paste_mask(block(i, windows[i]), windows[i], rows, cols, output.mask_threshold)
-        rles.append(encode_in_box(mask_box, top, left, height, width))
+    blocks = (block(i, windows[i]) for i in valid)
+    counts = [
+        counts_in_box(mask_box, top, left, height, width)
+        for mask_box, top, left in paste_masks(blocks, windows[valid], rows, cols, output.mask_threshold)
+    ]
+    size = [height, width]
     return Detections(
         boxes=pixel_boxes[valid].astype(np.float32),
         scores=scores[valid].astype(np.float32),
         class_ids=classes[valid].astype(np.int64),
-        rles=tuple(rles),
+        rles=tuple({"size": size, "counts": text} for text in counts_to_strings(counts)),
         image_size=(height, width),
         class_names=config.class_names,
         category_ids=config.category_ids,
+        areas=np.array([c[1::2].sum() for c in counts], dtype=np.int64),
     )
 
 

@@ -35,19 +35,8 @@ def counts_to_string(counts: np.ndarray) -> str:
     written as little-endian 5-bit chunks (bit 0x20 = more chunks follow, bit
     0x10 of the last chunk = sign) offset by 48 into printable ASCII.
     """
-    c = np.asarray(counts).astype(np.int64, copy=False).ravel()
-    x = c.copy()
-    x[3:] -= c[1:-2]
-    if x.size == 0:
-        return ""
-    # Chunks per value: 1 + number of 5k-bit widths it does not fit into.
-    # x ^ (x >> 63) is ~x = -x-1 for negatives, matching the C loop's stop rule.
-    n = np.searchsorted(_THRESHOLDS, x ^ (x >> 63), side="right") + 1
-    end = np.cumsum(n)
-    k = np.arange(end[-1]) - np.repeat(end - n, n)  # chunk index within its value
-    chars = ((np.repeat(x, n) >> (5 * k)) & 0x1F) + (48 + 0x20)  # arithmetic shift, like C
-    chars[end - 1] -= 0x20  # the last chunk of a value has no continuation bit
-    return chars.astype(np.uint8).tobytes().decode("ascii")
+    counts = np.asarray(counts).ravel()
+    return counts_to_strings([counts])[0] if counts.size else ""
 
 
 def string_to_counts(s: str | bytes) -> np.ndarray:
@@ -77,7 +66,7 @@ def _counts_from_starts(starts: np.ndarray, n_pixels: int) -> np.ndarray:
     return np.diff(np.concatenate(([0], starts, [n_pixels])))
 
 
-def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
+def _box_counts(box: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
     h, w = box.shape
     if h == height:
         # Box columns are contiguous in column-major order and runs may cross
@@ -86,17 +75,24 @@ def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -
         flat[1:-1].reshape(w, h)[:] = box.T
         starts = left * height + np.flatnonzero(flat[1:] != flat[:-1])
     else:
-        # Otherwise every column is padded by zero pixels above and below, so
-        # runs stay inside their column.  Comparing vertical neighbours in the
-        # box's own row-major layout avoids a transpose copy; sorting the few
-        # run starts afterwards gives column-major order.
-        pad = np.zeros((h + 2, w), dtype=box.dtype)
-        pad[1:-1] = box
-        flat = pad.ravel()
-        y, x = np.divmod(np.flatnonzero(flat[w:] != flat[: flat.size - w]), max(w, 1))
-        starts = np.sort((left + x) * height + top + y)  # change row y = box row y
-    counts = _counts_from_starts(starts, height * width)
-    return {"size": [height, width], "counts": counts_to_string(counts)}
+        # Otherwise runs stay inside their column: a run starts at a change between
+        # vertical neighbours, at an "on" first row, or (its end) after an "on" last
+        # row. Comparing rows in the box's own row-major layout avoids a transpose
+        # copy; sorting the few run starts afterwards gives column-major order.
+        if h == 0 or w == 0:
+            return _counts_from_starts(np.zeros(0, np.int64), height * width)
+        y, x = np.divmod(np.flatnonzero(box[1:] != box[:-1]), w)
+        first, last = np.flatnonzero(box[0]), np.flatnonzero(box[-1])
+        starts = np.sort(np.concatenate([
+            (left + x) * height + top + y + 1,
+            (left + first) * height + top,
+            (left + last) * height + top + h,
+        ]))
+    return _counts_from_starts(starts, height * width)
+
+
+def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
+    return {"size": [height, width], "counts": counts_to_string(_box_counts(box, top, left, height, width))}
 
 
 def encode_in_box(mask_box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
@@ -114,6 +110,38 @@ def encode_in_box(mask_box: np.ndarray, top: int, left: int, height: int, width:
     if top < 0 or left < 0 or top + h > height or left + w > width:
         raise ValueError(f"box {box.shape} at ({top}, {left}) outside image {height}x{width}")
     return _encode_box(box, int(top), int(left), int(height), int(width))
+
+
+def counts_in_box(mask_box: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
+    """Uncompressed run lengths of the mask that ``encode_in_box`` encodes (same arguments)."""
+    box = _as_bytes(mask_box)
+    h, w = box.shape
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(f"box {box.shape} at ({top}, {left}) outside image {height}x{width}")
+    return _box_counts(box, int(top), int(left), int(height), int(width))
+
+
+def counts_to_strings(counts: list[np.ndarray]) -> list[str]:
+    """``counts_to_string`` for many masks in one vectorised pass (the per-call cost
+    dominates for ~100 masks of an image)."""
+    if not counts:
+        return []
+    # Chunks per value: 1 + number of 5k-bit widths it does not fit into.
+    # x ^ (x >> 63) is ~x = -x-1 for negatives, matching the C loop's stop rule.
+    lengths = np.array([len(c) for c in counts])
+    flat = np.concatenate(counts).astype(np.int64, copy=False)
+    x = flat.copy()
+    local = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    later = np.flatnonzero(local > 2)
+    x[later] -= flat[later - 2]  # delta to the count two places earlier, within each mask
+    n = np.searchsorted(_THRESHOLDS, x ^ (x >> 63), side="right") + 1
+    end = np.cumsum(n)
+    k = np.arange(end[-1]) - np.repeat(end - n, n)  # chunk index within its value
+    chars = ((np.repeat(x, n) >> (5 * k)) & 0x1F) + (48 + 0x20)  # arithmetic shift, like C
+    chars[end - 1] -= 0x20  # the last chunk of a value has no continuation bit
+    text = chars.astype(np.uint8).tobytes().decode("ascii")
+    bounds = np.r_[0, end[np.cumsum(lengths) - 1]]
+    return [text[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
 
 def encode(mask: np.ndarray) -> dict:

@@ -51,10 +51,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        raise ValueError(
-            f"{path}: cannot read it as a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)}). "
-            "The file may be truncated or not a .pth file: download it again and check its size."
-        ) from exc
+        raise ValueError(f"{path}: {_load_failure(path, exc)}") from exc
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(obj.get(wrapper), Mapping):
@@ -89,11 +86,11 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> str | None:
     if len(blocks) == 4:
         if tuple(blocks) == RESNET_BLOCKS["resnet101"]:
             return (
-                f"has a ResNet-101 backbone ({blocks[2]}-block layer3): use --config yolact_base "
+                f"has a ResNet-101 backbone with a {blocks[2]}-block layer3: use --config yolact_base "
                 "(or yolact_im400 / yolact_im700, trained for other input sizes)"
             )
         if tuple(blocks) == RESNET_BLOCKS["resnet50"]:
-            return f"has a ResNet-50 backbone ({blocks[2]}-block layer3): use --config yolact_resnet50"
+            return f"has a ResNet-50 backbone with a {blocks[2]}-block layer3: use --config yolact_resnet50"
     return None
 
 
@@ -146,6 +143,24 @@ def _class_hint(state: Mapping[str, torch.Tensor], config: ModelConfig) -> str |
         f"{config.num_classes}: build the config with {num_classes - 1} class names "
         "(yolact_batch.configs.with_classes)."
     )
+
+
+def _load_failure(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed, in words, with what to do about it."""
+    with path.open("rb") as f:
+        header = f.read(4)
+    reason = f"{type(exc).__name__}: {_first_line(exc)}"
+    if "Weights only load failed" in str(exc) and (header.startswith(b"PK") or header[:1] == b"\x80"):
+        return (
+            "the checkpoint holds Python objects besides tensors, which are not unpickled for safety; "
+            "re-save it as a plain state dict: torch.save(model.state_dict(), path)"
+        )
+    if header.startswith(b"PK") or header[:1] == b"\x80":
+        return (
+            f"cannot read it as a PyTorch checkpoint ({reason}); the file looks truncated or damaged: "
+            "download it again and check its size"
+        )
+    return f"cannot read it as a PyTorch checkpoint: it is neither a zip archive nor a pickle (starts with {header!r})"
 
 
 def _first_line(exc: BaseException) -> str:
