@@ -60,6 +60,8 @@ class ModelConfig:
         category_ids: COCO category id for each foreground class.
         num_prototypes: number of mask prototypes (32 for every official config).
         mean_bgr, std_bgr: input normalisation, BGR order, in 0..255 pixel units.
+        normalize: ``"mean_std"`` (``(x - mean) / std``, the ResNet configs) or ``"unit"``
+            (``x / 255``, the reference's DarkNet transform).
     """
 
     name: str
@@ -70,8 +72,11 @@ class ModelConfig:
     num_prototypes: int = 32
     mean_bgr: tuple[float, float, float] = MEAN_BGR
     std_bgr: tuple[float, float, float] = STD_BGR
+    normalize: str = "mean_std"
 
     def __post_init__(self) -> None:
+        if self.normalize not in ("mean_std", "unit"):
+            raise ValueError(f"ModelConfig.normalize must be 'mean_std' or 'unit', got {self.normalize!r}")
         if not self.category_ids:
             object.__setattr__(self, "category_ids", tuple(range(1, len(self.class_names) + 1)))
         if len(self.category_ids) != len(self.class_names):
@@ -114,7 +119,9 @@ def _official(name: str, backbone: str, input_size: int) -> ModelConfig:
     # im400 / im700 rescale the yolact_base pixel scales and truncate to int, as the reference does.
     scales = tuple(int(s / 550 * input_size) for s in _BASE_SCALES)
     priors = PriorConfig(input_size=input_size, conv_sizes=feature_map_sizes(input_size), scales=scales)
-    return ModelConfig(name=name, backbone=backbone, priors=priors, category_ids=COCO_CATEGORY_IDS)
+    # The reference feeds DarkNet RGB / 255 with no mean/std ("darknet_transform").
+    normalize = "unit" if backbone == "darknet53" else "mean_std"
+    return ModelConfig(name=name, backbone=backbone, priors=priors, category_ids=COCO_CATEGORY_IDS, normalize=normalize)
 
 
 OFFICIAL_CONFIGS: dict[str, ModelConfig] = {

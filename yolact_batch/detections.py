@@ -39,6 +39,8 @@ class Detections:
 
     def __post_init__(self) -> None:
         n = len(self.scores)
+        if len(self.rles) != n:
+            raise ValueError(f"Detections.rles: expected {n} RLEs (one per box), got {len(self.rles)}")
         if self.areas is None:
             object.__setattr__(self, "areas", np.array([rle_codec.area(r) for r in self.rles], dtype=np.int64))
         expected = {"boxes": (n, 4), "scores": (n,), "class_ids": (n,), "areas": (n,)}
@@ -46,8 +48,6 @@ class Detections:
             actual = np.shape(getattr(self, name))
             if actual != shape:
                 raise ValueError(f"Detections.{name}: expected shape {shape}, got {actual}")
-        if len(self.rles) != n:
-            raise ValueError(f"Detections.rles: expected {n} RLEs (one per box), got {len(self.rles)}")
         h, w = self.image_size
         for i, r in enumerate(self.rles):
             if list(r["size"]) != [h, w]:

@@ -72,7 +72,7 @@ def preprocess(image: np.ndarray, config: ModelConfig) -> np.ndarray:
     """The reference's input transform, bit for bit.
 
     float32 -> ``cv2.resize`` to the square input size (bilinear, aspect ratio not kept)
-    -> ``(x - mean) / std`` per BGR channel -> BGR to RGB -> CHW.
+    -> ``(x - mean) / std`` per BGR channel (``x / 255`` for DarkNet) -> BGR to RGB -> CHW.
 
     Args:
         image: ``uint8[H, W, 3]`` BGR image.
@@ -84,7 +84,10 @@ def preprocess(image: np.ndarray, config: ModelConfig) -> np.ndarray:
         raise ValueError(f"preprocess expects a BGR image of shape (H, W, 3), got {image.shape}")
     size = config.input_size
     resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    normalized = (resized - np.array(config.mean_bgr, np.float32)) / np.array(config.std_bgr, np.float32)
+    if config.normalize == "unit":
+        normalized = resized / np.float32(255)
+    else:
+        normalized = (resized - np.array(config.mean_bgr, np.float32)) / np.array(config.std_bgr, np.float32)
     return np.ascontiguousarray(normalized[:, :, ::-1].transpose(2, 0, 1))
 
 

@@ -101,7 +101,7 @@ def test_truncated_file(golden_checkpoint, tmp_path):
 def test_not_a_torch_file(tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(100))
-    with pytest.raises(ValueError, match="cannot read it as a PyTorch checkpoint: it is neither a zip archive nor a pickle"):
+    with pytest.raises(ValueError, match="cannot read it as a PyTorch checkpoint: it is neither a zip archive"):
         load_checkpoint(path, get_config("yolact_resnet50"))
 
 
@@ -110,7 +110,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
     path = tmp_path / "with_args.pth"
     torch.save({"args": argparse.Namespace(lr=0.1)}, path)
-    with pytest.raises(ValueError, match=r"holds Python objects besides tensors.*torch\.save\(model\.state_dict\(\), path\)"):
+    with pytest.raises(ValueError, match=r"Python objects besides tensors.*torch\.save\(model\.state_dict\(\)"):
         load_checkpoint(path, get_config("yolact_resnet50"))
 
 

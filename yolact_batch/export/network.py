@@ -220,7 +220,9 @@ class Yolact(nn.Module):
         elif config.backbone == "darknet53":
             backbone = DarkNetBackbone()
         else:
-            raise ValueError(f"config {config.name!r}: unknown backbone {config.backbone!r}; expected one of {BACKBONES}")
+            raise ValueError(
+                f"config {config.name!r}: unknown backbone {config.backbone!r}; expected one of {BACKBONES}"
+            )
         self.config = config
         self.backbone = backbone
         self.proto_net = _proto_net(config.num_prototypes)
