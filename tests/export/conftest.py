@@ -1,4 +1,7 @@
-"""Fixtures for the exporter tests: golden checkpoints, golden arrays and session-wide ONNX exports.
+"""Fixtures for the exporter tests: golden arrays and cached ONNX Runtime runs.
+
+The golden checkpoints and their session-wide exports (``golden_checkpoint``, ``exported``)
+live in ``tests/conftest.py`` because the job tests use them too.
 
 The golden data lives in ``../shared/golden`` beside the project root (read-only, never copied).
 Checkpoints are rebuilt with its ``make_checkpoint.py`` into a session temp dir, and every
@@ -8,24 +11,10 @@ running it on two CPU cores takes seconds each.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-GOLDEN = SHARED / "golden"
-
-
-@pytest.fixture(scope="session")
-def golden_dir() -> Path:
-    if not (GOLDEN / "make_checkpoint.py").is_file():
-        pytest.skip(f"golden data not found at {GOLDEN} (the shared data folder beside the project root)")
-    return GOLDEN
-
 
 @pytest.fixture(scope="session")
 def golden_arrays(golden_dir):
@@ -46,45 +35,6 @@ def golden_arrays(golden_dir):
         return arrays
 
     return load
-
-
-@pytest.fixture(scope="session")
-def golden_checkpoint(golden_dir, tmp_path_factory):
-    """``golden_checkpoint(name) -> Path``: the synthetic checkpoint, built once, digest checked."""
-    manifest = json.loads((golden_dir / "manifest.json").read_text())
-    folder = tmp_path_factory.mktemp("golden_checkpoints")
-    built: dict[str, Path] = {}
-
-    def build(name: str) -> Path:
-        if name not in built:
-            path = folder / f"{name}_golden.pth"
-            result = subprocess.run(
-                [sys.executable, str(golden_dir / "make_checkpoint.py"), "--list-sha256", name, str(path)],
-                capture_output=True, text=True, check=True,
-            )  # fmt: skip
-            digest = result.stdout.split()[2]
-            assert digest == manifest["configs"][name]["checkpoint"]["state_dict_sha256"], result.stdout
-            built[name] = path
-        return built[name]
-
-    return build
-
-
-@pytest.fixture(scope="session")
-def exported(golden_checkpoint, tmp_path_factory):
-    """``exported(name, contract) -> Path``: the golden checkpoint exported to ONNX, once per session."""
-    from yolact_batch.export import export_onnx
-
-    folder = tmp_path_factory.mktemp("onnx")
-    models: dict[tuple[str, str], Path] = {}
-
-    def export(name: str, contract: str) -> Path:
-        if (name, contract) not in models:
-            path = folder / f"{name}_{contract}.onnx"
-            models[name, contract] = export_onnx(golden_checkpoint(name), name, path, contract=contract)
-        return models[name, contract]
-
-    return export
 
 
 @pytest.fixture(scope="session")
