@@ -57,3 +57,6 @@ def test_to_supervision():
     converted = make().to_supervision()
     assert isinstance(converted, sv.Detections) and converted.mask.shape == (3, 10, 20)
     assert list(converted.data["class_name"]) == ["a", "b", "c"]
+    image = np.zeros((10, 20, 3), np.uint8)
+    annotated = sv.MaskAnnotator().annotate(image.copy(), converted)
+    assert annotated.shape == image.shape and annotated[0:2, 0:3].any() and not annotated[9, 19].any()

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from yolact_batch.backends.ort_gpu import OrtIoBinding, uses_device
 from yolact_batch.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS, GraphHeads, RawHeads
 from yolact_batch.metadata import ModelMetadata
 
@@ -91,6 +92,8 @@ class OnnxRuntimeBackend:
         self._input = inputs[0]
         if self._input != INPUT_NAME and self.metadata.contract == "graph":
             raise ValueError(f"{origin}: graph-contract models take input {INPUT_NAME!r}, found {self._input!r}")
+        # On CUDA, bind inputs/outputs explicitly instead of letting run() copy through defaults.
+        self._binding = OrtIoBinding(self.session) if uses_device(self.session.get_providers()) == "cuda" else None
 
     @property
     def providers(self) -> list[str]:
@@ -98,6 +101,10 @@ class OnnxRuntimeBackend:
 
     def __call__(self, images: np.ndarray) -> RawHeads | GraphHeads:
         """Run a batch ``float32[B, 3, S, S]`` and return its heads."""
-        arrays = self.session.run(list(self._outputs), {self._input: np.ascontiguousarray(images, np.float32)})
+        feed = np.ascontiguousarray(images, np.float32)
+        if self._binding is not None:
+            arrays = self._binding(feed, list(self._outputs))
+        else:
+            arrays = self.session.run(list(self._outputs), {self._input: feed})
         cls = GraphHeads if self.metadata.contract == "graph" else RawHeads
         return cls(*arrays)
