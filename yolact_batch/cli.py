@@ -126,6 +126,86 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _actors(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        return int(low), int(high or low)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or MIN-MAX, got {text!r}") from None
+
+
+def add_segment_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the distributed ``segment`` job (also used by ``jobs/segment.py``)."""
+    from yolact_batch.preprocess import DEFAULT_MAX_PIXELS
+    from yolact_batch.sources import FORMATS
+
+    parser.add_argument("--input", required=True, help="images: directory/prefix, glob, manifest, tar shards, Parquet, COCO json")
+    parser.add_argument("--model", required=True, help="ONNX model path or URL (read once per model actor)")
+    parser.add_argument("--output", required=True, help="output directory or prefix (predictions/, _SUCCESS)")
+    s = parser.add_argument_group("input")
+    s.add_argument("--input-format", choices=FORMATS, default="auto", help="what --input is (default: from the URL)")
+    s.add_argument("--image-root", help="COCO input: directory or prefix of the annotation's file_name entries")
+    s.add_argument("--image-column", help="Parquet input: image-bytes column (default: the only binary column)")
+    s.add_argument("--uri-column", help="Parquet input: column naming each image (default FILE#row=N)")
+    s.add_argument("--id-column", help="Parquet input: integer image-id column (default image_id when present)")
+    s.add_argument("--limit", type=int, help="process only the first N images of the sorted listing")
+    s.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="reject larger images (decompression bombs)")
+    c = parser.add_argument_group("cluster and stage sizes")
+    c.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else start a local Ray)")
+    c.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx", help="inference backend (onnx)")
+    c.add_argument("--engine-cache", help="tensorrt: folder or URL of built engines (default OUTPUT/_engines)")
+    c.add_argument("--actors", type=_actors, default=(1, 1), help="model actors: N, or MIN-MAX to autoscale (1)")
+    c.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per model actor; 0 = CPU inference (0)")
+    c.add_argument("--cpus-per-actor", type=float, default=1.0, help="logical CPUs reserved per model actor (1)")
+    c.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per actor (default: its own)")
+    c.add_argument("--read-block", type=int, default=16, help="images per read task (16)")
+    c.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode and per mask/RLE task (1)")
+    c.add_argument("--io-cpus", type=float, default=0.25, help="CPUs per read and per commit task (0.25)")
+    c.add_argument("--commit-size", type=int, default=256, help="images per committed Parquet file: the resume unit (256)")
+    c.add_argument("--stall-timeout", type=float, default=1800.0, help="fail after this many seconds without progress")
+    c.add_argument("--overwrite", action="store_true", help="delete existing predictions (any model/settings) and start over")
+    o = parser.add_argument_group("object storage (credentials come from the AWS/GCP environment and config files)")
+    o.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    o.add_argument("--anonymous", action="store_true", help="public buckets: no credentials")
+    o.add_argument("--profile", help="AWS profile name")
+    o.add_argument("--region", help="AWS region name")
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from yolact_batch.job import InferenceOptions, JobConfig, Resources, run
+    from yolact_batch.sources import SourceOptions
+    from yolact_batch.storage import StorageOptions
+
+    kw = model_kwargs(args)
+    config = JobConfig(
+        input=args.input, output=args.output, model=args.model,
+        source=SourceOptions(format=args.input_format, image_root=args.image_root, image_column=args.image_column,
+                             uri_column=args.uri_column, id_column=args.id_column),
+        storage=StorageOptions(endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile,
+                               region=args.region),
+        inference=InferenceOptions(
+            sidecar=kw["sidecar"], score_threshold=kw["score_threshold"],
+            classes=tuple(kw["classes"]) if kw["classes"] else None, mask_threshold=kw["mask_threshold"],
+            max_detections=kw["max_detections"], top_k=kw["top_k"], conf_threshold=kw["conf_threshold"],
+            iou_threshold=kw["iou_threshold"], cross_class_nms=kw["cross_class_nms"], nms=kw["nms"],
+            max_pixels=args.max_pixels,
+        ),
+        resources=Resources(
+            backend=args.backend, providers=kw["providers"], engine_cache=args.engine_cache,
+            batch_size=kw["batch_size"], actors=args.actors,
+            gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+            intra_op_threads=args.intra_op_threads, read_block=args.read_block, decode_cpus=args.decode_cpus,
+            io_cpus=args.io_cpus, commit_size=args.commit_size, stall_timeout_s=args.stall_timeout,
+        ),
+        limit=args.limit, overwrite=args.overwrite, address=args.address,
+    )
+    try:
+        run(config)
+    except ImportError as exc:  # an optional package a URL needs, e.g. gcsfs for gs://
+        raise RuntimeError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolact-batch", description="Batch YOLACT instance segmentation")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -149,6 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-detections", type=int, default=100)
     e.add_argument("--cross-class-nms", action="store_true")
     e.set_defaults(func=cmd_export)
+
+    g = sub.add_parser("segment", help="distributed job (Ray Data): images in object storage -> Parquet with RLE masks")
+    add_segment_options(g)
+    add_inference_options(g)
+    g.set_defaults(func=cmd_segment)
     return parser
 
 

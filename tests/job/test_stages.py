@@ -1,0 +1,98 @@
+"""The pipeline's stages are plain functions and a plain class: chained here without Ray,
+they give the rows of the Python API, and one failing image never takes its batch along."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.job.conftest import jpeg_images
+from yolact_batch.job import JobConfig, Resources, prepare
+from yolact_batch.model import YolactModel
+from yolact_batch.pipeline import (
+    ModelActor, check_capacity, commit_stage, decode_stage, local_cpus, postprocess_stage, read_block_size, read_stage,
+)
+from yolact_batch.configs import get_config
+from yolact_batch.postprocess import Postprocessor
+from yolact_batch.schema import ROW_SCHEMA, ModelRef, ok_row
+from yolact_batch.settings import InferenceSettings
+
+IMAGES = jpeg_images(3)
+REF = ModelRef("yolact_resnet50", "sha256:00")
+
+
+@pytest.fixture
+def plan(tmp_path, model_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, blob in IMAGES.items():
+        (folder / name).write_bytes(blob)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 no end marker")
+    return prepare(JobConfig(input=str(folder), output=str(tmp_path / "out"), model=str(model_path)))
+
+
+def run_stages(plan, batch_size=2):
+    """read -> decode -> model -> postprocess, as Ray Data calls them, on one block."""
+    actor = ModelActor(plan.model)
+    decoded = decode_stage(read_stage(plan.todo, storage=plan.config.storage), config=plan.model_config,
+                           max_pixels=plan.config.inference.max_pixels)
+    tables = []
+    for start in range(0, len(decoded["error"]), batch_size):
+        heads = actor({k: v[start:start + batch_size] for k, v in decoded.items()})
+        assert "input" not in heads  # the 3x550x550 inputs stop at the model stage
+        tables.append(postprocess_stage(heads, post=plan.postprocessor, model=plan.ref))
+    return pa.concat_tables(tables), heads
+
+
+def test_stages_give_the_rows_of_the_python_api(plan, model_path):
+    table, _ = run_stages(plan)
+    assert table.schema == ROW_SCHEMA
+    rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in table.to_pylist()}
+    model = YolactModel(str(model_path))
+    for name, blob in IMAGES.items():
+        expected = ok_row(model([blob])[0], image_uri="", image_id=int(name[:12]), model=model.ref)
+        assert rows[name]["instances"] == expected["instances"] and rows[name]["image_id"] == int(name[:12])
+    assert rows["broken.jpg"]["status"] == "error" and "truncated JPEG" in rows["broken.jpg"]["error"]
+    result = commit_stage(table, output=plan.output, run_id=plan.run_id)
+    assert result.to_pylist()[0]["rows"] == 4 and result.to_pylist()[0]["errors"] == 1
+
+
+def test_a_batch_of_only_errors_skips_the_network(plan):
+    actor = ModelActor(plan.model)
+    batch = {"image_uri": np.array(["a", "b"], object), "image_id": np.array(["", "7"], object),
+             "error": np.array(["read failed: x", "decode failed: y"], object),
+             "height": np.zeros(2, np.int32), "width": np.zeros(2, np.int32),
+             "input": np.zeros((2, 3, 550, 550), np.float32)}
+    heads = actor(batch)
+    assert heads["conf"].shape == (2, 19248, 81) and not heads["conf"].any()
+    rows = postprocess_stage(heads, post=plan.postprocessor, model=plan.ref).to_pylist()
+    assert [(r["status"], r["error"], r["image_id"]) for r in rows] == [
+        ("error", "read failed: x", None), ("error", "decode failed: y", 7)]
+
+
+def test_an_image_whose_postprocessing_fails_does_not_take_its_batch_along():
+    config = get_config("yolact_resnet50")
+    post = Postprocessor(config, "graph", InferenceSettings())
+    k, rng = 5, np.random.default_rng(0)
+    boxes = np.tile(np.array([0.1, 0.1, 0.6, 0.7], np.float32), (3, k, 1))
+    classes = np.zeros((3, k), np.int64)
+    classes[1, 0] = 500  # a model output naming a class the model does not have, in image 1 only
+    batch = {"image_uri": np.array(["a", "b", "c"], object), "image_id": np.array(["1", "2", "3"], object),
+             "error": np.array(["", "", ""], object), "height": np.full(3, 40, np.int32),
+             "width": np.full(3, 50, np.int32), "boxes": boxes, "scores": np.full((3, k), 0.9, np.float32),
+             "classes": classes, "masks": rng.random((3, k, 138, 138), np.float32),
+             "num_detections": np.full(3, k, np.int64)}
+    rows = postprocess_stage(batch, post=post, model=REF).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert rows[1]["error"].startswith("postprocess failed: ValueError") and "class_ids" in rows[1]["error"]
+    assert len(rows[0]["instances"]) == len(rows[2]["instances"]) == k
+
+
+def test_stage_sizes():
+    r = Resources(actors=(1, 2), read_block=16)
+    assert read_block_size(10_000, r) == 16 and read_block_size(24, r) == 3 and read_block_size(1, r) == 1
+    check_capacity(Resources(actors=(2, 2), cpus_per_actor=1), {"CPU": 4.0})
+    with pytest.raises(RuntimeError, match="the cluster has 2 CPUs; 2 model actors x 1 CPU .* would stall"):
+        check_capacity(Resources(actors=(2, 2), cpus_per_actor=1), {"CPU": 2.0})
+    with pytest.raises(RuntimeError, match="the cluster has 0 GPUs"):
+        check_capacity(Resources(gpus_per_actor=1), {"CPU": 8.0})
+    assert local_cpus(Resources(actors=(1, 3), cpus_per_actor=0.5)) >= 3

@@ -1,0 +1,544 @@
+"""The ``segment`` batch job without Ray: configuration, fail-fast checks, the commit protocol.
+
+    config = JobConfig(input="s3://b/images/", output="s3://b/out/", model="s3://b/m.onnx")
+    summary = run(config)          # lists, validates, runs yolact_batch.pipeline, writes _SUCCESS
+
+Output layout::
+
+    OUTPUT/_job.json                  what produced the predictions (model, settings, input) + run id
+    OUTPUT/predictions/part-<h>.parquet   committed rows (``schema.ROW_SCHEMA``), one file per commit
+    OUTPUT/_SUCCESS                   written last, only by a run that completed (JSON counts)
+
+Exactly once. The commit unit is one Parquet file of up to ``commit_size`` rows, named
+by a hash of its sorted ``image_uri``s: a retried task rewrites the same name with the
+same rows. A file appears whole or not at all: local files are written under a hidden
+temporary name then renamed (``os.replace``); object stores make one PUT (or completed
+multipart upload) visible atomically. A run starts by reading the ``image_uri`` column
+of every committed file and lists only the rest, so a rerun after a crash or a kill
+skips committed images, finishes the others, and never writes an image twice. Each run
+writes a new run id into ``_job.json`` and a writer commits only while that id is still
+current, which fences off writers of a driver that was killed but not yet cleaned up.
+
+We chose reading the committed ids back over Ray Data's ``CheckpointConfig`` (beta): it
+needs no extra filter actor (1 CPU + 1 GiB on a 2-CPU node is a third of the machine),
+the committed set is plain Parquet any tool can inspect, and it also covers tar and
+Parquet inputs whose rows are not files.
+
+A different model (sha256), different settings, a different input or source options
+into an existing output are refused unless ``overwrite``, which deletes the committed
+predictions and starts over. ``limit`` may change between runs (a larger one extends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from yolact_batch.configs import ModelConfig
+from yolact_batch.postprocess import Postprocessor
+from yolact_batch.preprocess import DEFAULT_MAX_PIXELS
+from yolact_batch.schema import ROW_SCHEMA, ModelRef
+from yolact_batch.sources import SourceOptions, list_inputs, retry_io
+from yolact_batch.storage import StorageOptions, filesystem, read_bytes
+
+BACKENDS = ("onnx", "tensorrt")
+FORMAT_VERSION = 1
+COUNTS_KEY = b"yolact_batch.counts"
+
+
+class JobConflict(ValueError):
+    """The output holds predictions of another model, settings or input."""
+
+
+class Superseded(RuntimeError):
+    """A newer run owns the output; this (stale) writer must not commit."""
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Model settings: the ``YolactModel`` keyword arguments that change the results."""
+
+    sidecar: str | None = None
+    score_threshold: float = 0.0
+    classes: tuple[str, ...] | None = None
+    mask_threshold: float = 0.5
+    max_detections: int | None = None
+    top_k: int | None = None
+    conf_threshold: float | None = None
+    iou_threshold: float | None = None
+    cross_class_nms: bool | None = None
+    nms: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How the stages use the cluster (see README "How stage sizes were chosen").
+
+    Attributes:
+        backend: ``"onnx"`` (ONNX Runtime) or ``"tensorrt"`` (an engine built once per GPU model).
+        providers: ONNX Runtime execution providers of the model actors.
+        engine_cache: TensorRT: folder or URL of built engines (default ``OUTPUT/_engines``).
+        batch_size: images per model call.
+        actors: (min, max) model actors; equal values give a fixed pool.
+        gpus_per_actor: GPUs per model actor (0: CPU inference; fractions share a GPU).
+        cpus_per_actor: logical CPUs reserved per model actor.
+        intra_op_threads: ONNX Runtime threads per actor (None: ONNX Runtime's default).
+        read_block: work items per read task (the I/O unit).
+        decode_cpus: CPUs per decode+preprocess task and per mask+RLE task.
+        io_cpus: CPUs per read task and per commit task (I/O bound: fractions).
+        commit_size: rows per committed Parquet file (the resume unit).
+        stall_timeout_s: fail when no stage makes progress for this long.
+    """
+
+    backend: str = "onnx"
+    providers: tuple[str, ...] = ("cpu",)
+    engine_cache: str | None = None
+    batch_size: int = 8
+    actors: tuple[int, int] = (1, 1)
+    gpus_per_actor: float = 0.0
+    cpus_per_actor: float = 1.0
+    intra_op_threads: int | None = None
+    read_block: int = 16
+    decode_cpus: float = 1.0
+    io_cpus: float = 0.25
+    commit_size: int = 256
+    stall_timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; expected one of {list(BACKENDS)}")
+        low, high = self.actors
+        if not 1 <= low <= high:
+            raise ValueError(f"actors must be N or MIN-MAX with 1 <= MIN <= MAX, got {low}-{high}")
+        for name in ("batch_size", "read_block", "commit_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_actor", "cpus_per_actor", "decode_cpus", "io_cpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.gpus_per_actor == 0 and self.cpus_per_actor == 0:
+            raise ValueError("a model actor needs a CPU or GPU share: cpus-per-actor or gpus-per-actor > 0")
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything one ``segment`` run needs; built by the CLI, picklable.
+
+    Attributes:
+        input: URL of the images (directory/prefix, glob, manifest, tar shards, Parquet, COCO json).
+        output: URL of the output directory/prefix.
+        model: URL of the ONNX model.
+        source: how to read ``input``.
+        storage: object-storage options for every URL (credentials come from the environment).
+        inference: model settings.
+        resources: stage sizes.
+        limit: process only the first ``limit`` images of the sorted listing.
+        overwrite: replace predictions made with another model, settings or input.
+        address: Ray cluster address (None: ``RAY_ADDRESS``, else a local Ray).
+    """
+
+    input: str
+    output: str
+    model: str
+    source: SourceOptions = SourceOptions()
+    storage: StorageOptions = StorageOptions()
+    inference: InferenceOptions = InferenceOptions()
+    resources: Resources = Resources()
+    limit: int | None = None
+    overwrite: bool = False
+    address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+    def absolute(self) -> "JobConfig":
+        """Local paths made absolute: Ray workers run in other directories than the driver."""
+        source = replace(self.source, image_root=_absolute(self.source.image_root))
+        inference = replace(self.inference, sidecar=_absolute(self.inference.sidecar))
+        return replace(self, input=_absolute(self.input), output=_absolute(self.output), model=_absolute(self.model),
+                       source=source, inference=inference)
+
+
+def _absolute(url: str | None) -> str | None:
+    return url if url is None or "://" in url else os.path.abspath(url)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model actor needs to load the model itself (read once per actor, from any URL)."""
+
+    url: str
+    digest: str
+    storage: StorageOptions
+    sidecar: str | None
+    backend: str
+    providers: tuple[str, ...]
+    intra_op_threads: int | None
+    contract: str
+    input_size: int
+    batch_size: int = 8
+    engine_cache: str | None = None
+
+    def load(self):
+        """Read the model, check it is the file the driver validated, build the backend."""
+        from yolact_batch.metadata import load_sidecar
+
+        blob = read_bytes(self.url, self.storage)
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        if digest != self.digest:
+            raise ValueError(f"{self.url}: the model changed since the job started ({self.digest} -> {digest})")
+        side = load_sidecar(read_bytes(self.sidecar, self.storage).decode(), origin=self.sidecar) if self.sidecar else None
+        if self.backend == "tensorrt":
+            from yolact_batch.backends.tensorrt import EngineSpec, TensorRTBackend
+
+            spec = EngineSpec(opt_batch=self.batch_size, max_batch=self.batch_size)
+            return TensorRTBackend(blob, origin=self.url, metadata=side, spec=spec, cache=self.engine_cache,
+                                   storage=self.storage)
+        from yolact_batch.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(blob, origin=self.url, providers=self.providers, metadata=side,
+                                  intra_op_threads=self.intra_op_threads)
+
+
+@dataclass(frozen=True)
+class OutputStore:
+    """The output directory: job manifest, committed Parquet files, ``_SUCCESS``. Picklable."""
+
+    url: str
+    storage: StorageOptions = StorageOptions()
+
+    def _fs(self):
+        fs, path = filesystem(self.url, self.storage)
+        return fs, path.rstrip("/")
+
+    @property
+    def predictions(self) -> str:
+        return self.url.rstrip("/") + "/predictions"
+
+    def read_manifest(self) -> dict | None:
+        fs, root = self._fs()
+        try:
+            return json.loads(fs.cat_file(f"{root}/_job.json"))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, name: str, data: dict) -> None:
+        fs, root = self._fs()
+        blob = json.dumps(data, indent=2, sort_keys=True).encode()
+        if _is_local(fs):
+            fs.makedirs(root, exist_ok=True)
+        self._atomic_write(fs, f"{root}/{name}", blob)
+
+    def remove(self, name: str) -> None:
+        fs, root = self._fs()
+        try:
+            fs.rm_file(f"{root}/{name}")
+        except FileNotFoundError:
+            pass
+
+    def clear_predictions(self) -> None:
+        fs, root = self._fs()
+        for path in self._part_files(fs, root, hidden=True):
+            fs.rm_file(path)
+
+    def remove_temporaries(self) -> int:
+        """Delete temporary files a killed run left behind (local outputs only have them)."""
+        fs, root = self._fs()
+        stale = [p for p in self._part_files(fs, root, hidden=True) if posixpath.basename(p).startswith(".")]
+        for path in stale:
+            fs.rm_file(path)
+        return len(stale)
+
+    def _part_files(self, fs, root: str, hidden: bool = False) -> list[str]:
+        try:  # refresh: s3fs caches listings, and other processes commit files
+            names = fs.ls(f"{root}/predictions", detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = [n for n in names if posixpath.basename(n).startswith(("part-", ".part-"))]
+        return sorted(n for n in names if hidden or not posixpath.basename(n).startswith("."))
+
+    def committed(self, threads: int = 16) -> pa.Table:
+        """One row per committed image: ``image_uri``, ``status``, ``file`` (+ per-file counts)."""
+        fs, root = self._fs()
+        files = self._part_files(fs, root)
+
+        def load(path: str) -> tuple[pa.Table, dict]:
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                table = parquet.read(columns=["image_uri", "status"])
+                meta = parquet.schema_arrow.metadata or {}
+            counts = json.loads(meta.get(COUNTS_KEY, b"{}"))
+            name = posixpath.basename(path)
+            return table.append_column("file", pa.array([name] * table.num_rows, pa.string())), counts
+
+        with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
+            loaded = list(pool.map(load, files))
+        tables = [t for t, _ in loaded] or [pa.table({"image_uri": pa.array([], pa.string()),
+                                                      "status": pa.array([], pa.string()),
+                                                      "file": pa.array([], pa.string())})]
+        table = pa.concat_tables(tables)
+        instances = sum(c.get("instances", 0) for _, c in loaded)
+        return table.replace_schema_metadata({"instances": str(instances), "files": str(len(files))})
+
+    def remove_duplicates(self, committed: pa.Table, run_id: str) -> int:
+        """Rewrite files holding images an earlier file already holds; returns rows dropped.
+
+        Only a writer of a killed driver that passed the run-id fence just before a new run
+        listed the output can cause this. Each affected file is committed again without
+        those rows (a new name), then the old file is deleted: a crash in between leaves
+        duplicates for the next run to repair, never a lost row.
+        """
+        seen: set[str] = set()
+        drop: dict[str, set[str]] = {}
+        for uri, name in zip(committed["image_uri"].to_pylist(), committed["file"].to_pylist()):
+            if uri in seen:
+                drop.setdefault(name, set()).add(uri)
+            seen.add(uri)
+        fs, root = self._fs()
+        for name, uris in drop.items():
+            with fs.open(f"{root}/predictions/{name}", "rb") as handle:
+                table = pq.read_table(handle)
+            keep = table.filter(pc.invert(pc.is_in(table["image_uri"], value_set=pa.array(sorted(uris)))))
+            if keep.num_rows:
+                self.commit(keep, run_id)
+            fs.rm_file(f"{root}/predictions/{name}")
+        return sum(len(u) for u in drop.values())
+
+    def commit(self, rows: pa.Table, run_id: str) -> dict:
+        """Write ``rows`` as one Parquet file, atomically, unless a newer run owns the output.
+
+        Returns the file name and its counts. The name depends only on the rows' image URIs.
+        """
+        rows = rows.cast(ROW_SCHEMA).sort_by("image_uri")
+        uris = rows["image_uri"].to_pylist()
+        name = "part-" + hashlib.sha256("\n".join(uris).encode()).hexdigest()[:24] + ".parquet"
+        counts = {
+            "rows": rows.num_rows,
+            "ok": int(pc.sum(pc.equal(rows["status"], "ok")).as_py() or 0),
+            "instances": int(pc.sum(pc.list_value_length(rows["instances"])).as_py() or 0),
+        }
+        counts["errors"] = counts["rows"] - counts["ok"]
+        buffer = io.BytesIO()
+        meta = {COUNTS_KEY: json.dumps(counts).encode()}
+        pq.write_table(rows.replace_schema_metadata(meta), buffer, compression="zstd")
+        fs, root = self._fs()
+
+        def attempt() -> None:
+            current = (self.read_manifest() or {}).get("run_id")
+            if current != run_id:
+                raise Superseded(f"{self.url}: run {run_id} was superseded by run {current}; not committing {name}")
+            if _is_local(fs):
+                fs.makedirs(f"{root}/predictions", exist_ok=True)
+            self._atomic_write(fs, f"{root}/predictions/{name}", buffer.getvalue())
+
+        retry_io(attempt, attempts=6, permanent=(Superseded, PermissionError, ValueError, TypeError))
+        return {"file": name, **counts}
+
+    @staticmethod
+    def _atomic_write(fs, path: str, blob: bytes) -> None:
+        if _is_local(fs):
+            head, tail = posixpath.split(path)
+            temp = f"{head}/.{tail}.{uuid.uuid4().hex[:8]}.tmp"
+            with open(temp, "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, path)
+        else:  # one PUT (or a completed multipart upload) is atomic on object stores
+            fs.pipe_file(path, blob)
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated job, ready for the pipeline: what to run and where to commit it."""
+
+    config: JobConfig
+    model: ModelSpec
+    model_config: ModelConfig
+    postprocessor: Postprocessor
+    ref: ModelRef
+    todo: pa.Table = field(repr=False)
+    listed: int
+    skipped: int
+    output: OutputStore
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts of the whole output after a completed run, and of this run."""
+
+    images: int
+    images_ok: int
+    images_error: int
+    instances: int
+    files: int
+    processed: int
+    skipped: int
+    wall_s: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.processed / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self, output: str) -> str:
+        return (
+            f"segment: {self.images} images ({self.images_ok} ok, {self.images_error} errors), "
+            f"{self.instances} instances in {self.files} files; this run processed {self.processed}, "
+            f"skipped {self.skipped} already committed, in {self.wall_s:.1f}s ({self.images_per_s:.2f} img/s) -> {output}"
+        )
+
+
+def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> Plan:
+    """Every check that can fail, before any cluster work: model, input, output ownership.
+
+    Raises:
+        FileNotFoundError, ValueError (``InputError``, ``JobConflict``): with one clear message.
+    """
+    from yolact_batch.model import YolactModel
+
+    config = config.absolute()
+    inf, res = config.inference, config.resources
+    # The driver may have no GPU: it validates the model with the CPU provider.
+    model = YolactModel(
+        config.model, providers=("cpu",), sidecar=inf.sidecar, storage=config.storage, batch_size=res.batch_size,
+        intra_op_threads=1, score_threshold=inf.score_threshold, classes=inf.classes,
+        mask_threshold=inf.mask_threshold, max_detections=inf.max_detections, top_k=inf.top_k,
+        conf_threshold=inf.conf_threshold, iou_threshold=inf.iou_threshold, cross_class_nms=inf.cross_class_nms,
+        nms=inf.nms, max_pixels=inf.max_pixels,
+    )
+    _check_providers(res.providers)
+    items = list_inputs(config.input, config.source, config.storage, limit=config.limit)
+    log(f"segment: {items.num_rows} images listed from {config.input}")
+    output = OutputStore(config.output, config.storage)
+    identity = {
+        "input": config.input, "source": asdict(config.source), "model": model.ref.to_dict(),
+        "settings": asdict(model.settings), "max_pixels": inf.max_pixels,
+    }
+    identity = json.loads(json.dumps(identity))  # tuples -> lists, as read back
+    try:
+        run_id = _claim(output, identity, config.overwrite)
+    except OSError as exc:
+        raise RuntimeError(f"output {config.output}: cannot be written ({type(exc).__name__}: {exc})") from None
+    removed = output.remove_temporaries()
+    if removed:
+        log(f"segment: removed {removed} temporary files of an interrupted run")
+    committed = output.committed()
+    duplicates = output.remove_duplicates(committed, run_id)
+    if duplicates:
+        log(f"segment: removed {duplicates} rows committed twice by an interrupted run")
+        committed = output.committed()
+    done = pc.is_in(items["image_uri"], value_set=committed["image_uri"])
+    todo = items.filter(pc.invert(done))
+    spec = ModelSpec(
+        url=config.model, digest=model.ref.digest, storage=config.storage, sidecar=inf.sidecar,
+        backend=res.backend, providers=res.providers, intra_op_threads=res.intra_op_threads,
+        contract=model.metadata.contract, input_size=model.config.input_size, batch_size=res.batch_size,
+        engine_cache=_absolute(res.engine_cache) or config.output.rstrip("/") + "/_engines",
+    )
+    return Plan(config, spec, model.config, model.postprocessor, model.ref, todo, items.num_rows,
+                items.num_rows - todo.num_rows, output, run_id)
+
+
+def _check_providers(providers: tuple[str, ...]) -> None:
+    from yolact_batch.backends.onnxruntime import PROVIDERS
+
+    unknown = [p for p in providers if p not in PROVIDERS]
+    if unknown or not providers:
+        raise ValueError(f"unknown execution provider(s) {unknown}; expected some of {sorted(PROVIDERS)}")
+
+
+def _claim(output: OutputStore, identity: dict, overwrite: bool) -> str:
+    """Refuse another job's output (unless overwrite), then make this run the current one."""
+    previous = output.read_manifest()
+    if previous is not None and not overwrite:
+        old = {k: previous.get(k) for k in identity}
+        if old != identity:
+            changed = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in _differences(old, identity))
+            raise JobConflict(
+                f"{output.url} holds predictions of another job ({changed}). Use another --output, "
+                "or --overwrite to delete those predictions and start over."
+            )
+    if overwrite:
+        output.clear_predictions()
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    output.remove("_SUCCESS")
+    output.write_json("_job.json", {"format_version": FORMAT_VERSION, **identity, "run_id": run_id,
+                                    "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return run_id
+
+
+def _differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old, new) for every leaf that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def _short(value) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) < 200 else text[:197] + "..."
+
+
+def finish(plan: Plan, processed: int, wall_s: float) -> Summary:
+    """Check every listed image is committed exactly once, then write ``_SUCCESS``."""
+    committed = plan.output.committed()
+    uris = committed["image_uri"]
+    distinct = pc.count_distinct(uris).as_py()
+    if distinct != committed.num_rows:
+        raise RuntimeError(f"{plan.output.url}: {committed.num_rows - distinct} images are committed twice")
+    missing = plan.todo.num_rows - int(pc.sum(pc.is_in(plan.todo["image_uri"], value_set=uris)).as_py() or 0)
+    if missing:
+        raise RuntimeError(f"{plan.output.url}: {missing} images were not committed; rerun the same command")
+    ok = int(pc.sum(pc.equal(committed["status"], "ok")).as_py() or 0)
+    meta = committed.schema.metadata
+    summary = Summary(
+        images=committed.num_rows, images_ok=ok, images_error=committed.num_rows - ok,
+        instances=int(meta[b"instances"]), files=int(meta[b"files"]), processed=processed,
+        skipped=plan.skipped, wall_s=wall_s,
+    )
+    plan.output.write_json("_SUCCESS", {
+        **asdict(summary), "images_per_s": round(summary.images_per_s, 3), "run_id": plan.run_id,
+        "model": plan.ref.to_dict(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return summary
+
+
+def run(config: JobConfig, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> Summary:
+    """Run the job to completion: validate, process what is not committed yet, write ``_SUCCESS``."""
+    start = time.perf_counter()
+    plan = prepare(config, log)
+    processed = 0
+    if plan.todo.num_rows:
+        log(f"segment: {plan.skipped} of {plan.listed} images already committed; processing {plan.todo.num_rows}")
+        from yolact_batch.pipeline import execute
+
+        processed = execute(plan, log)
+    else:
+        log(f"segment: all {plan.listed} images already committed; nothing to run")
+    summary = finish(plan, processed, time.perf_counter() - start)
+    log(summary.line(config.output))
+    return summary

@@ -1,0 +1,219 @@
+"""The Ray Data pipeline of the ``segment`` job: the only module that imports Ray.
+
+    work items -> read bytes (I/O tasks) -> decode + preprocess (CPU tasks)
+               -> model (actor pool, GPUs) -> masks + RLE (CPU tasks) -> commit Parquet (I/O tasks)
+
+``build_pipeline`` shows every stage and its resources. Stage functions are plain
+functions of a batch; ``ModelActor`` is a plain class (``__init__`` loads the model once
+per actor, ``__call__(batch) -> batch``). Columns between stages are numpy arrays;
+``image_id`` travels as a string ("" = none) because Ray Data turns nullable integer
+columns into floats in numpy batches. A failed image travels as a row whose ``error``
+is set: every stage passes it through untouched, and it is committed as an error row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from yolact_batch.configs import ModelConfig
+from yolact_batch.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
+from yolact_batch.job import ModelSpec, OutputStore, Plan, Resources
+from yolact_batch.postprocess import Postprocessor
+from yolact_batch.preprocess import ImageDecodeError, decode_image, preprocess
+from yolact_batch.schema import ModelRef, error_row, ok_row, rows_to_table
+from yolact_batch.sources import fetch
+from yolact_batch.storage import StorageOptions
+
+META = ("image_uri", "image_id", "error", "height", "width")
+
+
+def build_pipeline(plan: Plan) -> ray.data.Dataset:
+    """The whole topology: a dataset of commit results (one row per committed Parquet file)."""
+    r, cfg, items = plan.config.resources, plan.config, plan.todo
+    block = read_block_size(items.num_rows, r)
+    pool = ray.data.ActorPoolStrategy(min_size=r.actors[0], max_size=r.actors[1])
+    # Work items, one block per read task (from_items builds them here; from_arrow runs a task per block).
+    ds = ray.data.from_items(items.to_pylist(), override_num_blocks=math.ceil(items.num_rows / block))
+    # I/O: the bytes of each image (threads inside the task); a failed read becomes an error row.
+    ds = ds.map_batches(read_stage, fn_kwargs=dict(storage=cfg.storage), batch_format="pyarrow", num_cpus=r.io_cpus)
+    # CPU: decode + preprocess to float32[3, S, S].
+    ds = ds.map_batches(decode_stage, fn_kwargs=dict(config=plan.model_config, max_pixels=cfg.inference.max_pixels),
+                        batch_format="pyarrow", num_cpus=r.decode_cpus, memory=_decode_memory(block, plan.model_config))
+    # GPU (or CPU): the network, in an actor pool that loads the model once per actor.
+    ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model), compute=pool, batch_size=r.batch_size,
+                        batch_format="numpy", num_gpus=r.gpus_per_actor, num_cpus=r.cpus_per_actor)
+    # CPU: NMS (raw heads), mask upsample + threshold, COCO RLE -> rows of schema.ROW_SCHEMA.
+    ds = ds.map_batches(postprocess_stage, fn_kwargs=dict(post=plan.postprocessor, model=plan.ref),
+                        batch_format="numpy", num_cpus=r.decode_cpus)
+    # I/O: one atomic Parquet file per commit_size rows.
+    return ds.map_batches(commit_stage, fn_kwargs=dict(output=plan.output, run_id=plan.run_id),
+                          batch_size=r.commit_size, batch_format="pyarrow", num_cpus=r.io_cpus)
+
+
+def read_block_size(images: int, r: Resources) -> int:
+    """Images per read task: ``read_block``, or fewer in a small job so that each model actor
+    gets at least 4 blocks (a read block reaches the model stage as one bundle)."""
+    return max(1, min(r.read_block, math.ceil(images / (4 * r.actors[1]))))
+
+
+def _decode_memory(images: int, config: ModelConfig) -> int:
+    """Bytes a decode task holds: a worker process (~200 MiB with OpenCV), float32 inputs,
+    and as much again for decoded images.
+
+    Declaring it also keeps decoding in its own CPU tasks: Ray Data fuses a task stage
+    into the next (actor) stage only when their resource requests are equal.
+    """
+    return 200 * 2**20 + images * 2 * 3 * config.input_size**2 * 4
+
+
+def read_stage(items: pa.Table, *, storage: StorageOptions) -> pa.Table:
+    """Work items -> ``data`` (bytes) or ``error`` per image."""
+    data, errors = fetch(items, storage)
+    return pa.table({
+        "image_uri": items["image_uri"], "image_id": items["image_id"],
+        "data": pa.array(data, pa.large_binary()), "error": pa.array(errors, pa.string()),
+    })
+
+
+def decode_stage(batch: pa.Table, *, config: ModelConfig, max_pixels: int) -> dict[str, np.ndarray]:
+    """Bytes -> network input ``float32[3, S, S]`` and image size; failures name their cause."""
+    n, size = batch.num_rows, config.input_size
+    inputs = np.zeros((n, 3, size, size), np.float32)
+    heights, widths = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    errors = [e or "" for e in batch["error"].to_pylist()]
+    for i, blob in enumerate(batch["data"].to_pylist()):
+        if errors[i]:
+            continue
+        try:
+            image = decode_image(blob, max_pixels=max_pixels)
+            inputs[i] = preprocess(image, config)
+            heights[i], widths[i] = image.shape[:2]
+        except ImageDecodeError as exc:
+            errors[i] = f"decode failed: {exc}"
+        except Exception as exc:  # OpenCV/PIL internals: still one image, never the job
+            errors[i] = f"decode failed: {type(exc).__name__}: {str(exc)[:300]}"
+    ids = ["" if v is None else str(v) for v in batch["image_id"].to_pylist()]
+    return {"image_uri": np.array(batch["image_uri"].to_pylist(), dtype=object), "image_id": np.array(ids, dtype=object),
+            "error": np.array(errors, dtype=object), "height": heights, "width": widths, "input": inputs}
+
+
+class ModelActor:
+    """Model stage: loads the model once per actor; ``__call__`` runs one batch of inputs.
+
+    Rows with an ``error`` skip the network and get zero heads.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.backend = spec.load()
+        names = RAW_OUTPUTS if spec.contract == "raw" else GRAPH_OUTPUTS
+        warm = self.backend(np.zeros((1, 3, spec.input_size, spec.input_size), np.float32))  # shapes; GPU warm-up
+        self.heads = {name: (getattr(warm, name).shape[1:], getattr(warm, name).dtype) for name in names}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n, ok = len(batch["error"]), np.flatnonzero(batch["error"] == "")
+        heads = self.backend(batch["input"][ok]) if len(ok) else None
+        out = {name: batch[name] for name in META}
+        for name, (shape, dtype) in self.heads.items():
+            out[name] = np.zeros((n, *shape), dtype)
+            if heads is not None:
+                out[name][ok] = getattr(heads, name)
+        return out
+
+
+def postprocess_stage(batch: dict[str, np.ndarray], *, post: Postprocessor, model: ModelRef) -> pa.Table:
+    """Heads -> rows in ``schema.ROW_SCHEMA`` (mask upsample, threshold, COCO RLE)."""
+    n = len(batch["error"])
+    errors = list(batch["error"])
+    ok = [i for i in range(n) if not errors[i]]
+    results = dict(zip(ok, _detections(batch, ok, post)))
+    rows = []
+    for i in range(n):
+        where = dict(image_uri=str(batch["image_uri"][i]), image_id=int(batch["image_id"][i]) if batch["image_id"][i] else None)
+        result = results.get(i, errors[i])
+        if isinstance(result, str):
+            rows.append(error_row(**where, error=result, model=model))
+        else:
+            rows.append(ok_row(result, **where, model=model))
+    return rows_to_table(rows)
+
+
+def _detections(batch: dict[str, np.ndarray], ok: list[int], post: Postprocessor) -> list:
+    """Detections per ok row; a row whose post-processing fails gets its error text instead."""
+    kind, names = (RawHeads, RAW_OUTPUTS) if post.contract == "raw" else (GraphHeads, GRAPH_OUTPUTS)
+
+    def run(rows: list[int]) -> list:
+        heads = kind(**{name: batch[name][rows] for name in names})
+        return post(heads, [(int(batch["height"][i]), int(batch["width"][i])) for i in rows])
+
+    if not ok:
+        return []
+    try:
+        return run(ok)
+    except Exception:  # isolate the image that fails
+        results = []
+        for i in ok:
+            try:
+                results.extend(run([i]))
+            except Exception as exc:
+                results.append(f"postprocess failed: {type(exc).__name__}: {str(exc)[:300]}")
+        return results
+
+
+def commit_stage(rows: pa.Table, *, output: OutputStore, run_id: str) -> pa.Table:
+    """Commit one batch of rows as one Parquet file; returns its name and counts."""
+    return pa.Table.from_pylist([output.commit(rows, run_id)])
+
+
+def local_cpus(r: Resources) -> int:
+    """Logical CPUs of the embedded Ray: the cores plus the model actors' share, so a
+    pool that reserves whole CPUs never starves the read/decode tasks that feed it."""
+    return (os.cpu_count() or 1) + math.ceil(r.actors[1] * r.cpus_per_actor)
+
+
+def check_capacity(r: Resources, cluster: dict[str, float]) -> None:
+    """Refuse a pool the cluster cannot hold while still running the CPU stages."""
+    cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    need = r.actors[1] * r.cpus_per_actor + r.decode_cpus + r.io_cpus
+    if need > cpus:
+        raise RuntimeError(
+            f"the cluster has {cpus:g} CPUs; {r.actors[1]} model actors x {r.cpus_per_actor:g} CPU plus one decode "
+            f"({r.decode_cpus:g}) and one read task ({r.io_cpus:g}) need {need:g} and would stall: lower --actors or "
+            "--cpus-per-actor"
+        )
+    if r.gpus_per_actor and r.actors[0] * r.gpus_per_actor > gpus:
+        raise RuntimeError(
+            f"the cluster has {gpus:g} GPUs; {r.actors[0]} model actors x {r.gpus_per_actor:g} GPU do not fit: "
+            "lower --actors or --gpus-per-actor, or use --gpus-per-actor 0 for CPU inference"
+        )
+
+
+def execute(plan: Plan, log: Callable[[str], None]) -> int:
+    """Run the pipeline on a cluster (joined, or a local one started here); returns rows committed."""
+    r = plan.config.resources
+    address = plan.config.address or os.environ.get("RAY_ADDRESS")
+    started = not ray.is_initialized()
+    if started and address:
+        ray.init(address=address, log_to_driver=True)
+    elif started:
+        ray.init(address="local", num_cpus=local_cpus(r), include_dashboard=False)
+    try:
+        check_capacity(r, ray.cluster_resources())
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_no_progress_timeout_s = r.stall_timeout_s
+        ctx.enable_progress_bars = True
+        ctx.max_errored_blocks = 0
+        committed = files = 0
+        for result in build_pipeline(plan).iter_batches(batch_size=None, batch_format="pyarrow"):
+            committed += sum(result["rows"].to_pylist())
+            files += result.num_rows
+        log(f"segment: committed {committed} images in {files} files")
+        return committed
+    finally:
+        if started:
+            ray.shutdown()
