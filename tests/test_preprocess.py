@@ -79,3 +79,17 @@ def test_darknet_transform_is_rgb_over_255():
     x = preprocess(image, get_config("yolact_darknet53"))
     resized = cv2.resize(image.astype(np.float32), (550, 550))
     np.testing.assert_array_equal(x[0], resized[:, :, 2] / np.float32(255))  # R first
+
+
+def test_pil_bomb_limit_becomes_our_error():
+    # A PNG header claiming 20000 x 20000 pixels (400 Mpx), over PIL's own 179 Mpx refusal.
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0))
+    data = b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageDecodeError, match="decompression bomb"):
+        decode_image(data)

@@ -54,7 +54,8 @@ class ModelConfig:
 
     Attributes:
         name: reference config name (``yolact_base``, ``yolact_resnet50``, ...).
-        backbone: ``resnet101``, ``resnet50`` or ``darknet53``.
+        backbone: ``resnet101``, ``resnet50``, ``darknet53`` or ``resnet_tiny`` (a small
+            BasicBlock ResNet for models trained by this project).
         priors: the anchor layout (also fixes the input size).
         class_names: foreground class names; index ``i`` is network class ``i + 1``.
         category_ids: COCO category id for each foreground class.
@@ -62,6 +63,8 @@ class ModelConfig:
         mean_bgr, std_bgr: input normalisation, BGR order, in 0..255 pixel units.
         normalize: ``"mean_std"`` (``(x - mean) / std``, the ResNet configs) or ``"unit"``
             (``x / 255``, the reference's DarkNet transform).
+        fpn_channels: width of the FPN, ProtoNet and prediction head (256 for every official
+            config; small project models use fewer).
     """
 
     name: str
@@ -73,8 +76,11 @@ class ModelConfig:
     mean_bgr: tuple[float, float, float] = MEAN_BGR
     std_bgr: tuple[float, float, float] = STD_BGR
     normalize: str = "mean_std"
+    fpn_channels: int = 256
 
     def __post_init__(self) -> None:
+        if self.fpn_channels < 1:
+            raise ValueError(f"ModelConfig.fpn_channels must be >= 1, got {self.fpn_channels}")
         if self.normalize not in ("mean_std", "unit"):
             raise ValueError(f"ModelConfig.normalize must be 'mean_std' or 'unit', got {self.normalize!r}")
         if not self.category_ids:
@@ -115,10 +121,18 @@ def feature_map_sizes(input_size: int, num_levels: int = 5) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _official(name: str, backbone: str, input_size: int) -> ModelConfig:
-    # im400 / im700 rescale the yolact_base pixel scales and truncate to int, as the reference does.
+def scaled_priors(input_size: int) -> PriorConfig:
+    """The yolact_base prior layout for another input size (P3..P7, three square anchors per cell).
+
+    Scales are the yolact_base pixel scales rescaled from 550 and truncated to int, as the
+    reference does for im400 / im700.
+    """
     scales = tuple(int(s / 550 * input_size) for s in _BASE_SCALES)
-    priors = PriorConfig(input_size=input_size, conv_sizes=feature_map_sizes(input_size), scales=scales)
+    return PriorConfig(input_size=input_size, conv_sizes=feature_map_sizes(input_size), scales=scales)
+
+
+def _official(name: str, backbone: str, input_size: int) -> ModelConfig:
+    priors = scaled_priors(input_size)
     # The reference feeds DarkNet RGB / 255 with no mean/std ("darknet_transform").
     normalize = "unit" if backbone == "darknet53" else "mean_std"
     return ModelConfig(name=name, backbone=backbone, priors=priors, category_ids=COCO_CATEGORY_IDS, normalize=normalize)

@@ -18,11 +18,12 @@ from torch import nn
 
 from yolact_batch.configs import ModelConfig
 
-FPN_CHANNELS = 256
 NUM_ANCHORS = 3  # aspect ratios per location; every official config uses (1, 1/2, 2)
 RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+# Small BasicBlock ResNets for models trained by this project on a CPU: (blocks per stage, stem width).
+SMALL_RESNETS = {"resnet_tiny": ((1, 1, 1, 1), 32)}
 DARKNET_BLOCKS = (1, 2, 8, 8, 4)
-BACKBONES = (*RESNET_BLOCKS, "darknet53")
+BACKBONES = (*RESNET_BLOCKS, *SMALL_RESNETS, "darknet53")
 
 
 class Bottleneck(nn.Module):
@@ -54,23 +55,58 @@ class Bottleneck(nn.Module):
         return F.relu(y + shortcut)
 
 
-class ResNetBackbone(nn.Module):
-    """ResNet-50/101: 7x7 stem, 3x3 max-pool, four bottleneck stages; returns C3, C4, C5."""
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs, the first with the stride) with a residual add."""
 
-    def __init__(self, blocks: tuple[int, ...]) -> None:
+    expansion = 1
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = None
+        if stride != 1 or in_channels != planes:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, planes, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + shortcut)
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet: 7x7 stem, 3x3 max-pool, four residual stages; returns C3, C4, C5.
+
+    Args:
+        blocks: residual blocks per stage.
+        block: ``Bottleneck`` (ResNet-50/101) or ``BasicBlock`` (the small project backbones).
+        stem_channels: width of the stem; stage ``s`` has ``stem_channels * 2**s`` planes.
+    """
+
+    def __init__(
+        self, blocks: tuple[int, ...], *, block: type[nn.Module] = Bottleneck, stem_channels: int = 64
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList()  # registered first, as in the official state dict
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        in_channels = 64
+        self.conv1 = nn.Conv2d(3, stem_channels, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        in_channels = stem_channels
+        widths = []
         for stage, num_blocks in enumerate(blocks):
-            planes = 64 * 2**stage
+            planes = stem_channels * 2**stage
             stride = 1 if stage == 0 else 2
-            stage_blocks = [Bottleneck(in_channels, planes, stride)]
-            in_channels = planes * Bottleneck.expansion
-            stage_blocks += [Bottleneck(in_channels, planes) for _ in range(num_blocks - 1)]
+            stage_blocks = [block(in_channels, planes, stride)]
+            in_channels = planes * block.expansion
+            stage_blocks += [block(in_channels, planes) for _ in range(num_blocks - 1)]
             self.layers.append(nn.Sequential(*stage_blocks))
-        self.out_channels = (512, 1024, 2048)
+            widths.append(in_channels)
+        self.out_channels = tuple(widths[1:])
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -129,20 +165,18 @@ class DarkNetBackbone(nn.Module):
 
 
 class FPN(nn.Module):
-    """Feature pyramid: C3..C5 -> P3..P7 (256 channels), finest first.
+    """Feature pyramid: C3..C5 -> P3..P7 (``channels`` wide, 256 officially), finest first.
 
     Index 0 of ``lat_layers`` / ``pred_layers`` belongs to the coarsest level (C5 / P5).
     P6 and P7 come from stride-2 convs on P5 (after its ReLU) and on P6, without ReLU.
     """
 
-    def __init__(self, in_channels: tuple[int, ...]) -> None:
+    def __init__(self, in_channels: tuple[int, ...], channels: int) -> None:
         super().__init__()
-        self.lat_layers = nn.ModuleList(nn.Conv2d(c, FPN_CHANNELS, 1) for c in reversed(in_channels))
-        self.pred_layers = nn.ModuleList(
-            nn.Conv2d(FPN_CHANNELS, FPN_CHANNELS, 3, padding=1) for _ in in_channels
-        )
+        self.lat_layers = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in reversed(in_channels))
+        self.pred_layers = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in in_channels)
         self.downsample_layers = nn.ModuleList(
-            nn.Conv2d(FPN_CHANNELS, FPN_CHANNELS, 3, stride=2, padding=1) for _ in range(2)
+            nn.Conv2d(channels, channels, 3, stride=2, padding=1) for _ in range(2)
         )
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -166,14 +200,14 @@ class FPN(nn.Module):
 class PredictionHead(nn.Module):
     """Shared head applied to every pyramid level: box, class and mask-coefficient convs."""
 
-    def __init__(self, num_classes: int, num_prototypes: int) -> None:
+    def __init__(self, num_classes: int, num_prototypes: int, channels: int) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
-        self.upfeature = nn.Sequential(nn.Conv2d(FPN_CHANNELS, FPN_CHANNELS, 3, padding=1), nn.ReLU())
-        self.bbox_layer = nn.Conv2d(FPN_CHANNELS, NUM_ANCHORS * 4, 3, padding=1)
-        self.conf_layer = nn.Conv2d(FPN_CHANNELS, NUM_ANCHORS * num_classes, 3, padding=1)
-        self.mask_layer = nn.Conv2d(FPN_CHANNELS, NUM_ANCHORS * num_prototypes, 3, padding=1)
+        self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.bbox_layer = nn.Conv2d(channels, NUM_ANCHORS * 4, 3, padding=1)
+        self.conf_layer = nn.Conv2d(channels, NUM_ANCHORS * num_classes, 3, padding=1)
+        self.mask_layer = nn.Conv2d(channels, NUM_ANCHORS * num_prototypes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.upfeature(x)
@@ -189,11 +223,11 @@ def _flatten_nhwc(x: torch.Tensor, width: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, width)
 
 
-def _proto_net(num_prototypes: int) -> nn.Sequential:
+def _proto_net(num_prototypes: int, channels: int) -> nn.Sequential:
     """ProtoNet: three 3x3 convs, x2 bilinear upsample, a 3x3 conv, a 1x1 conv to the prototypes."""
 
     def conv3() -> nn.Conv2d:
-        return nn.Conv2d(FPN_CHANNELS, FPN_CHANNELS, 3, padding=1)
+        return nn.Conv2d(channels, channels, 3, padding=1)
 
     return nn.Sequential(
         conv3(), nn.ReLU(),
@@ -201,7 +235,7 @@ def _proto_net(num_prototypes: int) -> nn.Sequential:
         conv3(), nn.ReLU(),
         nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), nn.ReLU(),
         conv3(), nn.ReLU(),
-        nn.Conv2d(FPN_CHANNELS, num_prototypes, 1),
+        nn.Conv2d(channels, num_prototypes, 1),
     )  # fmt: skip
 
 
@@ -217,6 +251,9 @@ class Yolact(nn.Module):
         super().__init__()
         if config.backbone in RESNET_BLOCKS:
             backbone: nn.Module = ResNetBackbone(RESNET_BLOCKS[config.backbone])
+        elif config.backbone in SMALL_RESNETS:
+            blocks, stem = SMALL_RESNETS[config.backbone]
+            backbone = ResNetBackbone(blocks, block=BasicBlock, stem_channels=stem)
         elif config.backbone == "darknet53":
             backbone = DarkNetBackbone()
         else:
@@ -225,21 +262,31 @@ class Yolact(nn.Module):
             )
         self.config = config
         self.backbone = backbone
-        self.proto_net = _proto_net(config.num_prototypes)
-        self.fpn = FPN(backbone.out_channels)
-        self.prediction_layers = nn.ModuleList([PredictionHead(config.num_classes, config.num_prototypes)])
+        width = config.fpn_channels
+        self.proto_net = _proto_net(config.num_prototypes, width)
+        self.fpn = FPN(backbone.out_channels, width)
+        self.prediction_layers = nn.ModuleList([PredictionHead(config.num_classes, config.num_prototypes, width)])
         # Training-only semantic segmentation head: kept so official checkpoints load strictly.
-        self.semantic_seg_conv = nn.Conv2d(FPN_CHANNELS, config.num_classes - 1, 1)
+        self.semantic_seg_conv = nn.Conv2d(width, config.num_classes - 1, 1)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        _, loc, conf_logits, mask, proto = self.heads(images)
+        return loc, torch.softmax(conf_logits, dim=-1), mask, proto
+
+    def heads(
+        self, images: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(pyramid, loc, conf_logits, mask, proto)``: ``forward`` before the softmax, plus P3..P7.
+
+        Training needs the logits (for the classification loss) and P3 (for the semantic head).
+        """
         pyramid = self.fpn(self.backbone(images))
         proto = F.relu(self.proto_net(pyramid[0])).permute(0, 2, 3, 1)
         head = self.prediction_layers[0]
         locs, confs, masks = zip(*(head(level) for level in pyramid))
         loc = torch.cat(locs, dim=1)
-        conf = torch.softmax(torch.cat(confs, dim=1), dim=-1)
         mask = torch.tanh(torch.cat(masks, dim=1))
-        return loc, conf, mask, proto
+        return pyramid, loc, torch.cat(confs, dim=1), mask, proto
 
 
 def build_network(config: ModelConfig) -> Yolact:
