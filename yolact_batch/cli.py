@@ -164,6 +164,7 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--commit-size", type=int, default=256, help="images per committed Parquet file: the resume unit (256)")
     c.add_argument("--stall-timeout", type=float, default=1800.0, help="fail after this many seconds without progress")
     c.add_argument("--overwrite", action="store_true", help="delete existing predictions (any model/settings) and start over")
+    parser.add_argument("--ground-truth", help="COCO instances.json: evaluate the output when the job ends (report in OUTPUT/report)")
     o = parser.add_argument_group("object storage (credentials come from the AWS/GCP environment and config files)")
     o.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     o.add_argument("--anonymous", action="store_true", help="public buckets: no credentials")
@@ -199,10 +200,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
         ),
         limit=args.limit, overwrite=args.overwrite, address=args.address,
     )
+    if args.ground_truth:  # fail now, not after the job, when evaluation cannot run
+        from yolact_batch.evaluation.coco_eval import check_evaluator
+        from yolact_batch.evaluation.report import check_plotting
+
+        from yolact_batch.storage import filesystem
+
+        check_evaluator("pycocotools")
+        check_plotting()
+        fs, path = filesystem(args.ground_truth, config.storage)
+        if not fs.isfile(path):
+            raise FileNotFoundError(f"{args.ground_truth}: ground-truth file not found")
     try:
         run(config)
     except ImportError as exc:  # an optional package a URL needs, e.g. gcsfs for gs://
         raise RuntimeError(str(exc)) from None
+    if args.ground_truth:
+        from yolact_batch.evaluation.run import evaluate_output
+
+        report = evaluate_output(args.output, args.ground_truth, storage=config.storage)
+        scores = ", ".join(f"{t} AP {m['AP']:.3f}" for t, m in report.metrics.items())
+        print(f"evaluate: {scores} -> {report.report_dir}/report.md", file=sys.stderr)
     return 0
 
 
@@ -234,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_segment_options(g)
     add_inference_options(g)
     g.set_defaults(func=cmd_segment)
+
+    from yolact_batch.report_cli import add_commands
+
+    add_commands(sub)  # evaluate, export-coco, overlays
     return parser
 
 

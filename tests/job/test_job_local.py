@@ -29,8 +29,21 @@ def coco_job(tmp_path_factory, model_path):
             "--output", out, "--batch-size", "2", "--commit-size", "3", *SETTINGS]
     first = run_segment(*args)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
-    second = run_segment(*args)
+    # The rerun also evaluates against the ground truth of the chosen images (--ground-truth).
+    full = json.loads(annotations.read_text())
+    ids = {i["id"] for i in chosen}
+    truth = root / "truth.json"
+    truth.write_text(json.dumps({**full, "images": chosen, "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}))
+    second = run_segment(*args, "--ground-truth", truth)
     return {"chosen": chosen, "out": out, "first": first, "second": second, "mtimes": mtimes, "args": args}
+
+
+def test_ground_truth_option_writes_the_report(coco_job):
+    report = coco_job["out"] / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    assert set(summary) >= {"bbox", "segm"} or set(summary.get("metrics", {})) >= {"bbox", "segm"}
+    assert (report / "report.md").is_file()
+    assert "evaluate: bbox AP" in coco_job["second"].stderr
 
 
 def test_one_row_per_image_with_coco_ids_and_success_counts(coco_job):
