@@ -39,14 +39,14 @@ def make_masks(seed: int = 0):
 
 
 def ours(masks):
-    return [rle.encode_in_box(b, t, l, H, W) for b, t, l in masks]
+    return [rle.encode_in_box(b, t, left, H, W) for b, t, left in masks]
 
 
 def baseline(masks):
     res = []
-    for b, t, l in masks:
+    for b, t, left in masks:
         full = np.zeros((H, W), np.uint8)
-        full[t:t + b.shape[0], l:l + b.shape[1]] = b
+        full[t:t + b.shape[0], left:left + b.shape[1]] = b
         res.append(coco.encode(np.asfortranarray(full)))
     return res
 

@@ -2,7 +2,6 @@
 the golden JPEGs, reproduces the reference's JSON detections (console scripts, as a user runs them)."""
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -20,7 +20,7 @@ from yolact_batch.metadata import ModelMetadata, load_sidecar
 from yolact_batch.postprocess import Postprocessor
 from yolact_batch.preprocess import DEFAULT_MAX_PIXELS, decode_image, preprocess, to_bgr
 from yolact_batch.schema import ModelRef
-from yolact_batch.settings import DetectSettings, InferenceSettings, OutputSettings
+from yolact_batch.settings import InferenceSettings, OutputSettings
 from yolact_batch.storage import StorageOptions, read_bytes
 
 # Detect settings a graph-contract model has baked in: they cannot change after export.
