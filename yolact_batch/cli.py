@@ -165,6 +165,11 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--stall-timeout", type=float, default=1800.0, help="fail after this many seconds without progress")
     c.add_argument("--overwrite", action="store_true", help="delete existing predictions (any model/settings) and start over")
     parser.add_argument("--ground-truth", help="COCO instances.json: evaluate the output when the job ends (report in OUTPUT/report)")
+    add_storage_options(parser)
+
+
+def add_storage_options(parser: argparse.ArgumentParser) -> None:
+    """Object-storage options; credentials never go on the command line."""
     o = parser.add_argument_group("object storage (credentials come from the AWS/GCP environment and config files)")
     o.add_argument("--endpoint-url", help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     o.add_argument("--anonymous", action="store_true", help="public buckets: no credentials")
@@ -172,18 +177,23 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--region", help="AWS region name")
 
 
+def storage_from_args(args: argparse.Namespace):
+    """``StorageOptions`` from the options ``add_storage_options`` added."""
+    from yolact_batch.storage import StorageOptions
+
+    return StorageOptions(endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile, region=args.region)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from yolact_batch.job import InferenceOptions, JobConfig, Resources, run
     from yolact_batch.sources import SourceOptions
-    from yolact_batch.storage import StorageOptions
 
     kw = model_kwargs(args)
     config = JobConfig(
         input=args.input, output=args.output, model=args.model,
         source=SourceOptions(format=args.input_format, image_root=args.image_root, image_column=args.image_column,
                              uri_column=args.uri_column, id_column=args.id_column),
-        storage=StorageOptions(endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile,
-                               region=args.region),
+        storage=storage_from_args(args),
         inference=InferenceOptions(
             sidecar=kw["sidecar"], score_threshold=kw["score_threshold"],
             classes=tuple(kw["classes"]) if kw["classes"] else None, mask_threshold=kw["mask_threshold"],

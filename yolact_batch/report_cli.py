@@ -11,15 +11,7 @@ import argparse
 import math
 import sys
 
-from yolact_batch.storage import StorageOptions
-
-
-def _add_storage_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("object storage (credentials come from the usual AWS chain)")
-    g.add_argument("--endpoint-url", help="S3-compatible endpoint URL")
-    g.add_argument("--anonymous", action="store_true", help="access public buckets without credentials")
-    g.add_argument("--profile", help="AWS profile name")
-    g.add_argument("--region", help="AWS region")
+from yolact_batch.cli import add_storage_options, storage_from_args
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:
@@ -28,13 +20,7 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
         help="job output folder (predictions/*.parquet), a folder of .parquet files or one file",
     )  # fmt: skip
     p.add_argument("--allow-incomplete", action="store_true", help="read an output that has no _SUCCESS marker")
-    _add_storage_options(p)
-
-
-def _storage(args: argparse.Namespace) -> StorageOptions:
-    return StorageOptions(
-        endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile, region=args.region
-    )
+    add_storage_options(p)
 
 
 def _ids(text: str) -> list[int]:
@@ -50,7 +36,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(
         args.predictions, args.ground_truth, args.output,
         iou_types=args.iou_types, match=args.match, image_ids=args.image_ids, plots=not args.no_plots,
-        evaluator=args.evaluator, allow_incomplete=args.allow_incomplete, storage=_storage(args),
+        evaluator=args.evaluator, allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     metrics = report.metrics
     print("| metric | " + " | ".join(metrics) + " |")
@@ -73,7 +59,7 @@ def cmd_export_results(args: argparse.Namespace) -> int:
     n = export_results(
         args.predictions, args.output, score_threshold=args.score_threshold, iou_type=args.iou_type,
         ground_truth=args.ground_truth, match=args.match,
-        allow_incomplete=args.allow_incomplete, storage=_storage(args),
+        allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     print(f"export-coco results: {n} entries -> {args.output}", file=sys.stderr)
     return 0
@@ -85,7 +71,7 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     counts = export_dataset(
         args.predictions, args.output, score_threshold=args.score_threshold, polygons=args.polygons,
         categories=COCO_CATEGORIES if args.all_coco_categories else (), image_root=args.image_root,
-        allow_incomplete=args.allow_incomplete, storage=_storage(args),
+        allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     print(
         f"export-coco dataset: {counts.images} images, {counts.annotations} annotations "
@@ -103,7 +89,7 @@ def cmd_overlays(args: argparse.Namespace) -> int:
     result = render_overlays(
         args.predictions, args.output, count=args.count, images=args.images, seed=args.seed,
         score_threshold=args.score_threshold, images_dir=args.images_dir, tile_size=args.tile_size,
-        allow_incomplete=args.allow_incomplete, storage=_storage(args),
+        allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     for uri, reason in result.skipped:
         print(f"overlays: skipped {uri}: {reason}", file=sys.stderr)
