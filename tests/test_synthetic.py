@@ -121,3 +121,17 @@ def test_bad_arguments_are_refused(tmp_path):
         make_dataset(tmp_path, split="val", num_images=-1)
     with pytest.raises(ValueError, match="min_side"):
         SceneSettings(min_side=300, max_side=200)
+
+
+def test_generator_and_evaluation_need_no_torch_or_runtime():
+    import subprocess
+    import sys
+
+    from tests.test_core_imports import BLOCKER
+
+    modules = ("synthetic", "training.shapes", "training.evaluate")
+    code = BLOCKER + "".join(f"import yolact_batch.{m}\n" for m in modules) + (
+        "assert not any(m.split('.')[0] in {'torch', 'onnxruntime', 'ray'} for m in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
