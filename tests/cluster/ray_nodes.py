@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,10 +41,28 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 RAY = str(Path(sys.executable).with_name("ray"))  # the venv's CLI: nodes run the venv's Python
 
 
+_PICKED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on every interface, below the kernel's ephemeral range (so that no socket
+    bound to port 0 and no outgoing connection takes it before Ray binds it), never picked before."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(20000, low)
+        if port in _PICKED:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        _PICKED.add(port)
+        return port
+
+
+class NodeExited(RuntimeError):
+    """A ``ray start`` process ended while the cluster waited for it."""
 
 
 # --- processes, read from /proc -----------------------------------------------------------
@@ -172,6 +191,7 @@ class LocalCluster:
         self.object_store_memory = object_store_memory
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
+        self.failed: list[RayNode] = []  # nodes that did not come up (stopped too, with the others)
         self.gcs_port = free_port()
         self.dashboard_port = free_port()
 
@@ -191,7 +211,7 @@ class LocalCluster:
 
     @property
     def nodes(self) -> list[RayNode]:
-        return [*self.workers, *([self.head] if self.head else [])]
+        return [*self.workers, *([self.head] if self.head else []), *self.failed]
 
     def _start(self, name: str, args: list[str], cores: set[int] | None = None) -> RayNode:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -210,11 +230,17 @@ class LocalCluster:
 
     def start_head(self, num_cpus: float = 0, timeout: float = 90.0) -> RayNode:
         """``ray start --head`` (dashboard and job server included); waits until jobs can be submitted."""
-        self.head = self._start("head", ["--head", "--port", str(self.gcs_port), "--num-cpus", str(num_cpus),
-                                         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(self.dashboard_port),
-                                         "--ray-client-server-port", str(free_port())])
-        self._wait(lambda: self._get("/api/version") is not None, timeout, "the head's job server", [self.head])
-        self._wait(lambda: self.alive_nodes() == 1, timeout, "the head node", [self.head])
+
+        def args() -> list[str]:
+            self.gcs_port, self.dashboard_port = free_port(), free_port()
+            return ["--head", "--port", str(self.gcs_port), "--num-cpus", str(num_cpus), "--dashboard-host",
+                    "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port",
+                    str(free_port())]
+
+        def ready() -> bool:
+            return self._get("/api/version") is not None and self.alive_nodes() == 1
+
+        self.head = self._up("head", args, ready, None, timeout)
         return self.head
 
     def add_workers(self, count: int, num_cpus: float, cores: list[set[int]] | None = None,
@@ -225,15 +251,32 @@ class LocalCluster:
         ``cores[i]``: the CPU cores the i-th new node and all its processes may run on (its
         logical ``num_cpus`` made physical, like a machine of that size); default: any core.
         """
+        def args() -> list[str]:
+            return ["--address", self.address, "--num-cpus", str(num_cpus)]
+
         nodes = []
         for i in range(count):
-            node = self._start(f"worker{len(self.workers) + 1}", ["--address", self.address, "--num-cpus", str(num_cpus)],
-                               cores[i] if cores else None)
+            alive = 2 + sum(w.process.poll() is None for w in self.workers)
+            node = self._up(f"worker{len(self.workers) + 1}", args, lambda n=alive: self.alive_nodes() == n,
+                            cores[i] if cores else None, timeout)
             self.workers.append(node)
             nodes.append(node)
-            alive = 1 + sum(w.process.poll() is None for w in self.workers)
-            self._wait(lambda n=alive: self.alive_nodes() == n, timeout, f"{alive} alive nodes", [self.head, node])
         return nodes
+
+    def _up(self, name: str, args, ready, cores: set[int] | None, timeout: float, attempts: int = 2) -> RayNode:
+        """Start a node and wait for ``ready()``. A ``ray start`` that exits during start-up (seen
+        on a loaded machine: a port taken meanwhile, a raylet slow to register) is tried again."""
+        attempt = 1
+        while True:
+            node = self._start(name if attempt == 1 else f"{name}.{attempt}", args(), cores)
+            try:
+                self._wait(ready, timeout, f"{name} to start", [n for n in (self.head, node) if n])
+                return node
+            except BaseException as exc:
+                self.failed.append(node)  # stopped with the cluster
+                if not isinstance(exc, NodeExited) or node.process.poll() is None or attempt == attempts:
+                    raise
+                attempt += 1
 
     def alive_nodes(self) -> int:
         nodes = self._get("/nodes?view=summary") or {}
@@ -245,8 +288,8 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for node in nodes:
                 if node.process.poll() is not None:
-                    raise RuntimeError(f"ray start ({node.name}) exited {node.process.returncode}:\n"
-                                       + node.log.read_text()[-3000:])
+                    raise NodeExited(f"ray start ({node.name}) exited {node.process.returncode}:\n"
+                                     + node.log.read_text()[-3000:])
             if predicate():
                 return
             time.sleep(0.5)
