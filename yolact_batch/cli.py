@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
@@ -48,6 +47,8 @@ def model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _list_images(inputs: Sequence[str]) -> list[Path]:
+    from yolact_batch.sources import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for item in inputs:
         path = Path(item)

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from yolact_batch.boxes import VARIANCES
 from yolact_batch.configs import ModelConfig
 from yolact_batch.priors import make_priors
 from yolact_batch.settings import DetectSettings
 
-VARIANCES = (0.1, 0.2)
 _NOT_CANDIDATE = -1.0  # score given to priors below conf_threshold; real scores are >= 0
 
 
