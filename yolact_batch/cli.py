@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Sequence
 
 
-
 def add_inference_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that runs a model."""
     g = parser.add_argument_group("inference (defaults reproduce the reference evaluation)")
