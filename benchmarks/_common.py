@@ -23,11 +23,19 @@ def require_shared(sub: str) -> Path:
 
 def median_ms(fn, repeats: int, warmup: int = 2) -> float:
     """Median wall time of ``fn()`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
+    return interleaved_median_ms([fn], repeats, warmup)[0]
+
+
+def interleaved_median_ms(fns, repeats: int, warmup: int = 2) -> list[float]:
+    """Median wall time of each ``fn()`` in milliseconds, timed round-robin so that a
+    slow spell of a shared machine hits all of them alike (ratios stay fair)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append((time.perf_counter() - start) * 1e3)
+    return [statistics.median(t) for t in times]

@@ -25,14 +25,14 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from pycocotools import mask as coco_mask  # noqa: E402
 
-from _common import median_ms, require_shared  # noqa: E402
+from _common import interleaved_median_ms, require_shared  # noqa: E402
 from yolact_batch.configs import get_config  # noqa: E402
 from yolact_batch.heads import RawHeads  # noqa: E402
 from yolact_batch.masks import crop_windows, sigmoid  # noqa: E402
 from yolact_batch.postprocess import Postprocessor, detect  # noqa: E402
 from yolact_batch.priors import make_priors  # noqa: E402
 
-HEIGHT, WIDTH, REPEATS = 480, 640, 25
+HEIGHT, WIDTH, REPEATS = 480, 640, 41
 
 
 def baseline(proto, coeffs, boxes):
@@ -57,9 +57,11 @@ def main() -> None:
     boxes, classes, scores, prior_idx = detect(heads.loc[0], heads.conf[0], priors)
     coeffs = heads.mask[0][prior_idx]
 
-    detect_ms = median_ms(lambda: detect(heads.loc[0], heads.conf[0], priors), REPEATS)
-    full_ms = median_ms(lambda: post(heads, [(HEIGHT, WIDTH)]), REPEATS)
-    base_ms = median_ms(lambda: baseline(heads.proto[0], coeffs, boxes), REPEATS)
+    detect_ms, full_ms, base_ms = interleaved_median_ms([
+        lambda: detect(heads.loc[0], heads.conf[0], priors),
+        lambda: post(heads, [(HEIGHT, WIDTH)]),
+        lambda: baseline(heads.proto[0], coeffs, boxes),
+    ], REPEATS)
     ours_ms = full_ms - detect_ms
     dets = post(heads, [(HEIGHT, WIDTH)])[0]
     print(json.dumps({

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from yolact_batch.masks import AxisResize, assemble_masks, crop_windows, paste_mask, sigmoid, upsample_masks
+from yolact_batch.masks import (
+    AxisResize,
+    assemble_masks,
+    crop_windows,
+    paste_mask,
+    paste_masks,
+    sigmoid,
+    upsample_masks,
+)
 
 
 def full_reference(mask, box, height, width, threshold=0.5):
@@ -17,9 +25,10 @@ def full_reference(mask, box, height, width, threshold=0.5):
     return upsample_masks(cropped[None], height, width)[0] > threshold
 
 
+@pytest.mark.parametrize("matrix_window", [0, 1000], ids=["gather", "matrix"])
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("size", [(480, 640), (20, 20), (7, 33), (1, 50), (64, 1)])
-def test_paste_mask_equals_full_computation(seed, size):
+def test_paste_mask_equals_full_computation(seed, size, matrix_window):
     rng = np.random.default_rng(seed)
     hp = wp = 20
     mask = sigmoid(rng.normal(0, 3, (hp, wp)).astype(np.float32))
@@ -27,7 +36,7 @@ def test_paste_mask_equals_full_computation(seed, size):
     window = crop_windows(box[None], hp, wp)[0]
     r0, r1, c0, c1 = window
     rows, cols = AxisResize.create(hp, size[0]), AxisResize.create(wp, size[1])
-    block, top, left = paste_mask(mask[r0:r1, c0:c1], window, rows, cols)
+    [(block, top, left)] = paste_masks([mask[r0:r1, c0:c1]], window[None], rows, cols, matrix_window=matrix_window)
     full = np.zeros(size, bool)
     full[top : top + block.shape[0], left : left + block.shape[1]] = block
     np.testing.assert_array_equal(full, full_reference(mask, box, *size))
@@ -59,3 +68,24 @@ def test_empty_window_gives_empty_mask():
     rows, cols = AxisResize.create(10, 30), AxisResize.create(10, 30)
     block, _, _ = paste_mask(np.zeros((0, 3), np.float32), np.array([4, 4, 2, 5]), rows, cols)
     assert block.shape == (0, 0)
+
+
+@pytest.mark.parametrize("size", [(333, 517), (17, 23), (40, 50)], ids=["up", "down", "same"])
+def test_matrix_and_gather_paths_give_the_same_bits(size):
+    # Values crowding the threshold: any difference in float rounding between the two
+    # paths would flip some pixels.
+    rng = np.random.default_rng(3)
+    hp, wp = 40, 50
+    rows, cols = AxisResize.create(hp, size[0]), AxisResize.create(wp, size[1])
+    windows, blocks = [], []
+    for _ in range(60):
+        r0, c0 = rng.integers(0, hp - 1), rng.integers(0, wp - 1)
+        r1, c1 = rng.integers(r0 + 1, hp + 1), rng.integers(c0 + 1, wp + 1)
+        windows.append((r0, r1, c0, c1))
+        blocks.append((0.5 + rng.normal(0, 1e-3, (r1 - r0, c1 - c0))).astype(np.float32))
+    gather = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_window=0))
+    matrix = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_window=10**6))
+    assert sum(a.sum() for a, _, _ in gather) > 0
+    for (a, ta, la), (b, tb, lb) in zip(gather, matrix):
+        assert (ta, la) == (tb, lb)
+        np.testing.assert_array_equal(a, b)

@@ -18,12 +18,15 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
 
 
 def _box_inter_union(boxes1: np.ndarray, boxes2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    # Broadcasts [..., N, 1, 4] against [..., 1, M, 4]; same float op order as the reference's jaccard.
-    a = boxes1[..., :, None, :]
-    b = boxes2[..., None, :, :]
-    wh = np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2])
-    np.maximum(wh, 0, out=wh)
-    inter = wh[..., 0] * wh[..., 1]
+    # Broadcasts [..., N, 1] against [..., 1, M] one coordinate at a time (contiguous
+    # [N, M] passes, not strided [N, M, 2] ones); same float op order as the reference's jaccard.
+    x1a, y1a, x2a, y2a = (boxes1[..., :, None, i] for i in range(4))
+    x1b, y1b, x2b, y2b = (boxes2[..., None, :, i] for i in range(4))
+    w = np.minimum(x2a, x2b) - np.maximum(x1a, x1b)
+    np.maximum(w, 0, out=w)
+    h = np.minimum(y2a, y2b) - np.maximum(y1a, y1b)
+    np.maximum(h, 0, out=h)
+    inter = w * h
     union = box_area(boxes1)[..., :, None] + box_area(boxes2)[..., None, :] - inter
     return inter, union
 

@@ -10,7 +10,7 @@ float32 weights and operation order as torch, and nothing else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -71,25 +71,38 @@ class AxisResize:
     """Bilinear (``align_corners=False``) sampling of one axis, as torch computes it.
 
     Output index ``o`` reads input ``idx0[o]`` and ``idx1[o]`` with weights ``w0[o]``, ``w1[o]``.
+    ``m0`` and ``m1`` (``float32[in, out]``) hold the same weights as one-hot columns: a product
+    with either has exactly one non-zero term per output, so it rounds exactly like ``w * x``
+    and the two matrix products sum to torch's ``w0 * x0 + w1 * x1`` bit for bit.
     """
 
     idx0: np.ndarray
     idx1: np.ndarray
     w0: np.ndarray
     w1: np.ndarray
+    m0: np.ndarray = field(repr=False)
+    m1: np.ndarray = field(repr=False)
 
     @classmethod
     def create(cls, in_size: int, out_size: int) -> "AxisResize":
         out = np.arange(out_size)
         if in_size == out_size:
-            return cls(out, out, np.ones(out_size, np.float32), np.zeros(out_size, np.float32))
+            return cls._with_matrices(in_size, out, out, np.ones(out_size, np.float32), np.zeros(out_size, np.float32))
         ratio = np.float32(in_size) / np.float32(out_size)
         src = ratio * (out.astype(np.float32) + np.float32(0.5)) - np.float32(0.5)
         src = np.maximum(src, np.float32(0))
         idx0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
         w1 = np.clip(src - idx0.astype(np.float32), np.float32(0), np.float32(1)).astype(np.float32)
         idx1 = idx0 + (idx0 < in_size - 1)
-        return cls(idx0, idx1, (np.float32(1) - w1).astype(np.float32), w1)
+        return cls._with_matrices(in_size, idx0, idx1, (np.float32(1) - w1).astype(np.float32), w1)
+
+    @classmethod
+    def _with_matrices(cls, in_size, idx0, idx1, w0, w1) -> "AxisResize":
+        out = np.arange(len(idx0))
+        m0 = np.zeros((in_size, len(idx0)), np.float32)
+        m1 = np.zeros((in_size, len(idx0)), np.float32)
+        m0[idx0, out], m1[idx1, out] = w0, w1
+        return cls(idx0, idx1, w0, w1, m0, m1)
 
     def footprint(self, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output ranges ``[o0, o1)`` whose samples touch input ranges ``[start, stop)`` (vectorised)."""
@@ -102,6 +115,8 @@ def paste_masks(
     rows: AxisResize,
     cols: AxisResize,
     threshold: float = 0.5,
+    *,
+    matrix_window: int = 48,
 ) -> Iterator[tuple[np.ndarray, int, int]]:
     """Upsample cropped masks and threshold them, computing only where they can be non-zero.
 
@@ -112,6 +127,10 @@ def paste_masks(
         rows, cols: the sampling of each axis from prototype to image size.
         threshold: a pixel is on when its value is ``> threshold`` (must be >= 0, so that
             pixels outside the footprint, which are exactly 0, stay off).
+        matrix_window: windows with at most this many rows and columns are upsampled with
+            four small matrix products (few calls: per-call overhead dominates small masks),
+            larger ones with gathers (cost independent of the window). Both give the same
+            bits; this only tunes speed.
 
     Yields:
         ``(bool[h, w], top, left)`` per mask: the binary mask inside its output box, whose
@@ -129,11 +148,18 @@ def paste_masks(
     ca, cb = cols.idx0[np.minimum(x0, len(cols.idx0) - 1)], cols.idx1[np.maximum(x1 - 1, 0)] + 1
     # When downsampling, some window rows/cols are read by no output pixel: copy the overlap.
     lr, hr, lc, hc = np.maximum(r0, ra), np.minimum(r1, rb), np.maximum(c0, ca), np.minimum(c1, cb)
-    table = np.stack([r0, c0, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc], axis=1).tolist()
+    table = np.stack([r0, r1, c0, c1, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc], axis=1).tolist()
     threshold = np.float32(threshold)
-    for block, skip, (r0, c0, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc) in zip(blocks, empty.tolist(), table):
+    for block, skip, (r0, r1, c0, c1, y0, y1, x0, x1, ra, rb, ca, cb, lr, hr, lc, hc) in zip(blocks, empty.tolist(), table):
         if skip:
             yield np.zeros((0, 0), bool), 0, 0
+            continue
+        if r1 - r0 <= matrix_window and c1 - c0 <= matrix_window:
+            horiz = block @ cols.m0[c0:c1, x0:x1]
+            horiz += block @ cols.m1[c0:c1, x0:x1]
+            values = rows.m0[r0:r1, y0:y1].T @ horiz
+            values += rows.m1[r0:r1, y0:y1].T @ horiz
+            yield values > threshold, y0, x0
             continue
         padded = np.zeros((rb - ra, cb - ca), np.float32)
         padded[lr - ra : hr - ra, lc - ca : hc - ca] = block[lr - r0 : hr - r0, lc - c0 : hc - c0]

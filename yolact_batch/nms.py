@@ -49,7 +49,12 @@ def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> 
 
 
 def _fast_nms_by_score(
-    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, top_k: int, max_detections: int
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    iou_threshold: float,
+    top_k: int,
+    max_detections: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fast NMS over ``scores [C, N]``, visiting entries from the best down.
 
@@ -59,16 +64,20 @@ def _fast_nms_by_score(
     survive, nothing below ``t`` can make the cut. ``t`` starts high (about
     ``2 * max_detections`` entries) and is lowered until that holds or every entry is
     in; the result equals the reference's full ``[C, top_k, top_k]`` computation.
+    ``best`` is each candidate's highest class score.
     """
     num_candidates = scores.shape[1]
-    best = scores.max(axis=0)
     depth = 2 * max_detections
     while True:
         if depth >= num_candidates:
             threshold = -np.inf
         else:
             threshold = np.partition(best, num_candidates - depth)[num_candidates - depth]
-        classes, idx = np.nonzero(scores >= threshold)
+        # Only candidates whose best score reaches t hold entries >= t; the column subset
+        # keeps nonzero's order (class, then candidate).
+        columns = np.flatnonzero(best >= threshold)
+        classes, idx = np.nonzero(scores[:, columns] >= threshold)
+        idx = columns[idx]
         entry_scores = scores[classes, idx]
         order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
         classes, idx, entry_scores = classes[order], idx[order], entry_scores[order]
@@ -88,6 +97,7 @@ def fast_nms(
     iou_threshold: float = 0.5,
     top_k: int = 200,
     max_detections: int = 100,
+    best_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """YOLACT Fast NMS, one matrix per class.
 
@@ -98,10 +108,13 @@ def fast_nms(
     Args:
         boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
         scores: ``float32[C, N]`` per-class scores of each candidate (a transposed view is fine).
+        best_scores: ``float32[N]``, ``scores.max(axis=0)`` when the caller already has it
+            (it costs as much as the rest of the function).
     """
     if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
-    return _fast_nms_by_score(boxes, scores, iou_threshold, top_k, max_detections)
+    best = scores.max(axis=0) if best_scores is None else best_scores
+    return _fast_nms_by_score(boxes, scores, best, iou_threshold, top_k, max_detections)
 
 
 def cross_class_fast_nms(
@@ -111,16 +124,19 @@ def cross_class_fast_nms(
     iou_threshold: float = 0.5,
     top_k: int = 200,
     max_detections: int = 100,
+    best_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fast NMS over all classes at once: each candidate competes with its best class score.
 
     Args:
         boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
         scores: ``float32[C, N]`` per-class scores of each candidate.
+        best_scores: ``float32[N]``, ``scores.max(axis=0)`` when the caller already has it.
     """
     if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
-    idx, _, best = _fast_nms_by_score(boxes, scores.max(axis=0)[None], iou_threshold, top_k, max_detections)
+    best = scores.max(axis=0) if best_scores is None else best_scores
+    idx, _, best = _fast_nms_by_score(boxes, best[None], best, iou_threshold, top_k, max_detections)
     return idx, scores[:, idx].argmax(axis=0).astype(np.int64), best
 
 

@@ -43,7 +43,8 @@ def detect(
         (descending) and ``int64[D]`` the prior each detection came from.
     """
     foreground = conf[:, 1:]
-    candidates = np.flatnonzero(foreground.max(axis=1, initial=-np.inf) > settings.conf_threshold)
+    best = foreground.max(axis=1, initial=-np.inf)
+    candidates = np.flatnonzero(best > settings.conf_threshold)
     boxes = decode_boxes(loc[candidates], priors[candidates])
     scores = foreground[candidates].T  # [C, N] view: Fast NMS reads only the best entries
     common = dict(iou_threshold=settings.iou_threshold, max_detections=settings.max_detections)
@@ -51,10 +52,11 @@ def detect(
         idx, classes, kept_scores = nms_ops.greedy_nms(
             boxes, scores, score_threshold=settings.conf_threshold, cross_class=settings.cross_class, **common
         )
-    elif settings.cross_class:
-        idx, classes, kept_scores = nms_ops.cross_class_fast_nms(boxes, scores, top_k=settings.top_k, **common)
     else:
-        idx, classes, kept_scores = nms_ops.fast_nms(boxes, scores, top_k=settings.top_k, **common)
+        fast_nms = nms_ops.cross_class_fast_nms if settings.cross_class else nms_ops.fast_nms
+        idx, classes, kept_scores = fast_nms(
+            boxes, scores, top_k=settings.top_k, best_scores=best[candidates], **common
+        )
     return boxes[idx], classes, kept_scores, candidates[idx]
 
 

@@ -63,7 +63,8 @@ def _counts_from_starts(starts: np.ndarray, n_pixels: int) -> np.ndarray:
     # A start at n_pixels is a run ending with the image: pycocotools emits no
     # trailing 0.  A start at 0 yields the leading 0 for an "on" first pixel.
     starts = starts[starts < n_pixels]
-    return np.diff(np.concatenate(([0], starts, [n_pixels])))
+    edges = np.concatenate(([0], starts, [n_pixels]))
+    return edges[1:] - edges[:-1]
 
 
 def _box_counts(box: np.ndarray, top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -74,21 +75,27 @@ def _box_counts(box: np.ndarray, top: int, left: int, height: int, width: int) -
         flat = np.zeros(h * w + 2, dtype=box.dtype)  # + a zero before and after
         flat[1:-1].reshape(w, h)[:] = box.T
         starts = left * height + np.flatnonzero(flat[1:] != flat[:-1])
-    else:
-        # Otherwise runs stay inside their column: a run starts at a change between
-        # vertical neighbours, at an "on" first row, or (its end) after an "on" last
-        # row. Comparing rows in the box's own row-major layout avoids a transpose
-        # copy; sorting the few run starts afterwards gives column-major order.
-        if h == 0 or w == 0:
-            return _counts_from_starts(np.zeros(0, np.int64), height * width)
-        y, x = np.divmod(np.flatnonzero(box[1:] != box[:-1]), w)
-        first, last = np.flatnonzero(box[0]), np.flatnonzero(box[-1])
-        starts = np.sort(np.concatenate([
-            (left + x) * height + top + y + 1,
-            (left + first) * height + top,
-            (left + last) * height + top + h,
-        ]))
-    return _counts_from_starts(starts, height * width)
+        return _counts_from_starts(starts, height * width)
+    # Otherwise runs stay inside their column. Framed by a zero row above and below,
+    # every run starts and ends at a change between vertical neighbours; comparing rows
+    # in the box's own row-major layout avoids a transpose copy, and sorting the few
+    # run starts afterwards gives column-major order.
+    n_pixels = height * width
+    if h == 0 or w == 0:
+        return np.array([n_pixels], np.int64)
+    framed = np.zeros((h + 2, w), box.dtype)
+    framed[1:-1] = box
+    y, x = np.divmod(np.flatnonzero(framed[1:] != framed[:-1]), w)
+    starts = x * height
+    starts += y
+    starts += left * height + top
+    starts.sort()
+    # The first count is the zeros before the first run; a run ending with the image
+    # gets no trailing count.
+    edges = np.concatenate(([0], starts, [n_pixels]))
+    if edges[-2] == n_pixels:
+        edges = edges[:-1]
+    return edges[1:] - edges[:-1]
 
 
 def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
@@ -126,15 +133,25 @@ def counts_to_strings(counts: list[np.ndarray]) -> list[str]:
     dominates for ~100 masks of an image)."""
     if not counts:
         return []
-    # Chunks per value: 1 + number of 5k-bit widths it does not fit into.
-    # x ^ (x >> 63) is ~x = -x-1 for negatives, matching the C loop's stop rule.
     lengths = np.array([len(c) for c in counts])
     flat = np.concatenate(counts).astype(np.int64, copy=False)
+    # Every count but the first three of its mask is stored as the delta to the count
+    # two places earlier.
     x = flat.copy()
-    local = np.arange(flat.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    later = np.flatnonzero(local > 2)
-    x[later] -= flat[later - 2]  # delta to the count two places earlier, within each mask
-    n = np.searchsorted(_THRESHOLDS, x ^ (x >> 63), side="right") + 1
+    x[2:] -= flat[:-2]
+    firsts = np.cumsum(lengths) - lengths
+    raw = np.concatenate([firsts, firsts + 1, firsts + 2])
+    raw = raw[raw < np.tile(firsts + lengths, 3)]
+    x[raw] = flat[raw]
+    # Chunks per value: 1 + number of 5k-bit widths it does not fit into.
+    # x ^ (x >> 63) is ~x = -x-1 for negatives, matching the C loop's stop rule.
+    magnitude = x ^ (x >> 63)
+    n = np.ones(x.size, np.int64)
+    largest = magnitude.max()
+    for limit in _THRESHOLDS:
+        if limit > largest:
+            break
+        n += magnitude >= limit
     end = np.cumsum(n)
     k = np.arange(end[-1]) - np.repeat(end - n, n)  # chunk index within its value
     chars = ((np.repeat(x, n) >> (5 * k)) & 0x1F) + (48 + 0x20)  # arithmetic shift, like C
