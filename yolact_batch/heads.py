@@ -9,6 +9,10 @@ A backend returns one of two values for a batch of ``B`` images:
   Fast NMS, mask assembly and crop included): fixed-size detections, the first
   ``num_detections[b]`` of each row valid and sorted by descending score.
 
+``PackedDetections`` is one image of ``GraphHeads`` reduced to what post-processing reads
+(the kept detections, each mask only inside its crop window): the form that travels from
+the model stage to the CPU stages of the job.
+
 Both validate their shapes once, at construction, with messages naming expected and
 actual shapes.
 """
@@ -88,6 +92,41 @@ class GraphHeads:
         _check("num_detections", self.num_detections, (b,))
         if np.any(self.num_detections < 0) or np.any(self.num_detections > k):
             raise ValueError(f"num_detections must be within [0, {k}], got {self.num_detections.tolist()}")
+
+    def __len__(self) -> int:
+        return self.scores.shape[0]
+
+
+@dataclass(frozen=True)
+class PackedDetections:
+    """One image's graph-contract detections, reduced to what post-processing reads.
+
+    A dense ``[K, Hp, Wp]`` mask stack is 7.6 MB per image at K=100 and 138x138, mostly
+    zeros outside the crop windows; packed, only the kept detections and each mask's
+    values inside its window remain.
+
+    Attributes:
+        boxes: ``float32[D, 4]`` boxes ``(x1, y1, x2, y2)`` relative to the image.
+        scores: ``float32[D]`` scores, descending.
+        classes: ``int64[D]`` foreground class index (0-based).
+        mask_values: ``float32[N]`` each detection's mask inside its window (row-major),
+            concatenated in detection order; the windows follow from ``boxes``
+            (``postprocess.mask_windows``).
+        proto_size: ``(Hp, Wp)``, the prototype resolution the windows refer to.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    mask_values: np.ndarray
+    proto_size: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        d = self.scores.shape[0] if self.scores.ndim == 1 else None
+        _check("scores", self.scores, (d,))
+        _check("boxes", self.boxes, (d, 4))
+        _check("classes", self.classes, (d,))
+        _check("mask_values", self.mask_values, (None,))
 
     def __len__(self) -> int:
         return self.scores.shape[0]

@@ -1,4 +1,4 @@
-"""The ``segment`` batch job without Ray: configuration, fail-fast checks, the commit protocol.
+"""The ``segment`` batch job without Ray: configuration, fail-fast checks, resume, the summary.
 
     config = JobConfig(input="s3://b/images/", output="s3://b/out/", model="s3://b/m.onnx")
     summary = run(config)          # lists, validates, runs yolact_batch.pipeline, writes _SUCCESS
@@ -9,20 +9,9 @@ Output layout::
     OUTPUT/predictions/part-<h>.parquet   committed rows (``schema.ROW_SCHEMA``), one file per commit
     OUTPUT/_SUCCESS                   written last, only by a run that completed (JSON counts)
 
-Exactly once. The commit unit is one Parquet file of up to ``commit_size`` rows, named
-by a hash of its sorted ``image_uri``s: a retried task rewrites the same name with the
-same rows. A file appears whole or not at all: local files are written under a hidden
-temporary name then renamed (``os.replace``); object stores make one PUT (or completed
-multipart upload) visible atomically. A run starts by reading the ``image_uri`` column
-of every committed file and lists only the rest, so a rerun after a crash or a kill
-skips committed images, finishes the others, and never writes an image twice. Each run
-writes a new run id into ``_job.json`` and a writer commits only while that id is still
-current, which fences off writers of a driver that was killed but not yet cleaned up.
-
-We chose reading the committed ids back over Ray Data's ``CheckpointConfig`` (beta): it
-needs no extra filter actor (1 CPU + 1 GiB on a 2-CPU node is a third of the machine),
-the committed set is plain Parquet any tool can inspect, and it also covers tar and
-Parquet inputs whose rows are not files.
+Exactly once: see ``yolact_batch.commit``. A run starts by reading the ``image_uri``
+column of every committed file and lists only the rest, so a rerun after a crash or a
+kill skips committed images, finishes the others, and never writes an image twice.
 
 A different model (sha256), different settings, a different input or source options
 into an existing output are refused unless ``overwrite``, which deletes the committed
@@ -32,39 +21,31 @@ predictions and starts over. ``limit`` may change between runs (a larger one ext
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import posixpath
 import sys
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from yolact_batch.commit import OutputStore
 from yolact_batch.configs import ModelConfig
 from yolact_batch.postprocess import Postprocessor
 from yolact_batch.preprocess import DEFAULT_MAX_PIXELS
-from yolact_batch.schema import ROW_SCHEMA, ModelRef
-from yolact_batch.sources import SourceOptions, list_inputs, retry_io
-from yolact_batch.storage import StorageOptions, filesystem, read_bytes
+from yolact_batch.schema import ModelRef
+from yolact_batch.sources import SourceOptions, list_inputs
+from yolact_batch.storage import StorageOptions, read_bytes
 
 BACKENDS = ("onnx", "tensorrt")
 FORMAT_VERSION = 1
-COUNTS_KEY = b"yolact_batch.counts"
 
 
 class JobConflict(ValueError):
     """The output holds predictions of another model, settings or input."""
-
-
-class Superseded(RuntimeError):
-    """A newer run owns the output; this (stale) writer must not commit."""
 
 
 @dataclass(frozen=True)
@@ -216,159 +197,6 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class OutputStore:
-    """The output directory: job manifest, committed Parquet files, ``_SUCCESS``. Picklable."""
-
-    url: str
-    storage: StorageOptions = StorageOptions()
-
-    def _fs(self):
-        fs, path = filesystem(self.url, self.storage)
-        return fs, path.rstrip("/")
-
-    @property
-    def predictions(self) -> str:
-        return self.url.rstrip("/") + "/predictions"
-
-    def read_manifest(self) -> dict | None:
-        fs, root = self._fs()
-        try:
-            return json.loads(fs.cat_file(f"{root}/_job.json"))
-        except FileNotFoundError:
-            return None
-
-    def write_json(self, name: str, data: dict) -> None:
-        fs, root = self._fs()
-        blob = json.dumps(data, indent=2, sort_keys=True).encode()
-        if _is_local(fs):
-            fs.makedirs(root, exist_ok=True)
-        self._atomic_write(fs, f"{root}/{name}", blob)
-
-    def remove(self, name: str) -> None:
-        fs, root = self._fs()
-        try:
-            fs.rm_file(f"{root}/{name}")
-        except FileNotFoundError:
-            pass
-
-    def clear_predictions(self) -> None:
-        fs, root = self._fs()
-        for path in self._part_files(fs, root, hidden=True):
-            fs.rm_file(path)
-
-    def remove_temporaries(self) -> int:
-        """Delete temporary files a killed run left behind (local outputs only have them)."""
-        fs, root = self._fs()
-        stale = [p for p in self._part_files(fs, root, hidden=True) if posixpath.basename(p).startswith(".")]
-        for path in stale:
-            fs.rm_file(path)
-        return len(stale)
-
-    def _part_files(self, fs, root: str, hidden: bool = False) -> list[str]:
-        try:  # refresh: s3fs caches listings, and other processes commit files
-            names = fs.ls(f"{root}/predictions", detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
-        names = [n for n in names if posixpath.basename(n).startswith(("part-", ".part-"))]
-        return sorted(n for n in names if hidden or not posixpath.basename(n).startswith("."))
-
-    def committed(self, threads: int = 16) -> pa.Table:
-        """One row per committed image: ``image_uri``, ``status``, ``file`` (+ per-file counts)."""
-        fs, root = self._fs()
-        files = self._part_files(fs, root)
-
-        def load(path: str) -> tuple[pa.Table, dict]:
-            with fs.open(path, "rb") as handle:
-                parquet = pq.ParquetFile(handle)
-                table = parquet.read(columns=["image_uri", "status"])
-                meta = parquet.schema_arrow.metadata or {}
-            counts = json.loads(meta.get(COUNTS_KEY, b"{}"))
-            name = posixpath.basename(path)
-            return table.append_column("file", pa.array([name] * table.num_rows, pa.string())), counts
-
-        with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
-            loaded = list(pool.map(load, files))
-        tables = [t for t, _ in loaded] or [pa.table({"image_uri": pa.array([], pa.string()),
-                                                      "status": pa.array([], pa.string()),
-                                                      "file": pa.array([], pa.string())})]
-        table = pa.concat_tables(tables)
-        instances = sum(c.get("instances", 0) for _, c in loaded)
-        return table.replace_schema_metadata({"instances": str(instances), "files": str(len(files))})
-
-    def remove_duplicates(self, committed: pa.Table, run_id: str) -> int:
-        """Rewrite files holding images an earlier file already holds; returns rows dropped.
-
-        Only a writer of a killed driver that passed the run-id fence just before a new run
-        listed the output can cause this. Each affected file is committed again without
-        those rows (a new name), then the old file is deleted: a crash in between leaves
-        duplicates for the next run to repair, never a lost row.
-        """
-        seen: set[str] = set()
-        drop: dict[str, set[str]] = {}
-        for uri, name in zip(committed["image_uri"].to_pylist(), committed["file"].to_pylist()):
-            if uri in seen:
-                drop.setdefault(name, set()).add(uri)
-            seen.add(uri)
-        fs, root = self._fs()
-        for name, uris in drop.items():
-            with fs.open(f"{root}/predictions/{name}", "rb") as handle:
-                table = pq.read_table(handle)
-            keep = table.filter(pc.invert(pc.is_in(table["image_uri"], value_set=pa.array(sorted(uris)))))
-            if keep.num_rows:
-                self.commit(keep, run_id)
-            fs.rm_file(f"{root}/predictions/{name}")
-        return sum(len(u) for u in drop.values())
-
-    def commit(self, rows: pa.Table, run_id: str) -> dict:
-        """Write ``rows`` as one Parquet file, atomically, unless a newer run owns the output.
-
-        Returns the file name and its counts. The name depends only on the rows' image URIs.
-        """
-        rows = rows.cast(ROW_SCHEMA).sort_by("image_uri")
-        uris = rows["image_uri"].to_pylist()
-        name = "part-" + hashlib.sha256("\n".join(uris).encode()).hexdigest()[:24] + ".parquet"
-        counts = {
-            "rows": rows.num_rows,
-            "ok": int(pc.sum(pc.equal(rows["status"], "ok")).as_py() or 0),
-            "instances": int(pc.sum(pc.list_value_length(rows["instances"])).as_py() or 0),
-        }
-        counts["errors"] = counts["rows"] - counts["ok"]
-        buffer = io.BytesIO()
-        meta = {COUNTS_KEY: json.dumps(counts).encode()}
-        pq.write_table(rows.replace_schema_metadata(meta), buffer, compression="zstd")
-        fs, root = self._fs()
-
-        def attempt() -> None:
-            current = (self.read_manifest() or {}).get("run_id")
-            if current != run_id:
-                raise Superseded(f"{self.url}: run {run_id} was superseded by run {current}; not committing {name}")
-            if _is_local(fs):
-                fs.makedirs(f"{root}/predictions", exist_ok=True)
-            self._atomic_write(fs, f"{root}/predictions/{name}", buffer.getvalue())
-
-        retry_io(attempt, attempts=6, permanent=(Superseded, PermissionError, ValueError, TypeError))
-        return {"file": name, **counts}
-
-    @staticmethod
-    def _atomic_write(fs, path: str, blob: bytes) -> None:
-        if _is_local(fs):
-            head, tail = posixpath.split(path)
-            temp = f"{head}/.{tail}.{uuid.uuid4().hex[:8]}.tmp"
-            with open(temp, "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, path)
-        else:  # one PUT (or a completed multipart upload) is atomic on object stores
-            fs.pipe_file(path, blob)
-
-
-def _is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
-
-
-@dataclass(frozen=True)
 class Plan:
     """A validated job, ready for the pipeline: what to run and where to commit it."""
 
@@ -386,7 +214,11 @@ class Plan:
 
 @dataclass(frozen=True)
 class Summary:
-    """Counts of the whole output after a completed run, and of this run."""
+    """Counts of the whole output after a completed run, and of this run.
+
+    ``model_busy_s``: seconds the model actors spent on batches (summed over actors; None
+    when not measured): against ``wall_s`` it says how busy the GPUs were kept.
+    """
 
     images: int
     images_ok: int
@@ -396,17 +228,27 @@ class Summary:
     processed: int
     skipped: int
     wall_s: float
+    model_busy_s: float | None = None
 
     @property
     def images_per_s(self) -> float:
         return self.processed / self.wall_s if self.wall_s > 0 else 0.0
 
     def line(self, output: str) -> str:
+        busy = f", model busy {self.model_busy_s:.1f}s" if self.model_busy_s is not None else ""
         return (
             f"segment: {self.images} images ({self.images_ok} ok, {self.images_error} errors), "
             f"{self.instances} instances in {self.files} files; this run processed {self.processed}, "
-            f"skipped {self.skipped} already committed, in {self.wall_s:.1f}s ({self.images_per_s:.2f} img/s) -> {output}"
+            f"skipped {self.skipped} already committed, in {self.wall_s:.1f}s ({self.images_per_s:.2f} img/s{busy}) "
+            f"-> {output}"
         )
+
+
+class Executed(NamedTuple):
+    """What running the pipeline reports: rows committed, and the model actors' busy seconds."""
+
+    committed: int
+    model_busy_s: float | None = None
 
 
 def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> Plan:
@@ -503,7 +345,7 @@ def _short(value) -> str:
     return text if len(text) < 200 else text[:197] + "..."
 
 
-def finish(plan: Plan, processed: int, wall_s: float) -> Summary:
+def finish(plan: Plan, processed: int, wall_s: float, model_busy_s: float | None = None) -> Summary:
     """Check every listed image is committed exactly once, then write ``_SUCCESS``."""
     committed = plan.output.committed()
     uris = committed["image_uri"]
@@ -518,7 +360,7 @@ def finish(plan: Plan, processed: int, wall_s: float) -> Summary:
     summary = Summary(
         images=committed.num_rows, images_ok=ok, images_error=committed.num_rows - ok,
         instances=int(meta[b"instances"]), files=int(meta[b"files"]), processed=processed,
-        skipped=plan.skipped, wall_s=wall_s,
+        skipped=plan.skipped, wall_s=wall_s, model_busy_s=model_busy_s,
     )
     plan.output.write_json("_SUCCESS", {
         **asdict(summary), "images_per_s": round(summary.images_per_s, 3), "run_id": plan.run_id,
@@ -531,14 +373,14 @@ def run(config: JobConfig, log: Callable[[str], None] = lambda m: print(m, file=
     """Run the job to completion: validate, process what is not committed yet, write ``_SUCCESS``."""
     start = time.perf_counter()
     plan = prepare(config, log)
-    processed = 0
+    executed = Executed(0)
     if plan.todo.num_rows:
         log(f"segment: {plan.skipped} of {plan.listed} images already committed; processing {plan.todo.num_rows}")
         from yolact_batch.pipeline import execute
 
-        processed = execute(plan, log)
+        executed = execute(plan, log)
     else:
         log(f"segment: all {plan.listed} images already committed; nothing to run")
-    summary = finish(plan, processed, time.perf_counter() - start)
+    summary = finish(plan, executed.committed, time.perf_counter() - start, executed.model_busy_s)
     log(summary.line(config.output))
     return summary

@@ -7,7 +7,8 @@
 functions of a batch; ``ModelActor`` is a plain class (``__init__`` loads the model once
 per actor, ``__call__(batch) -> batch``). Columns between stages are numpy arrays;
 ``image_id`` travels as a string ("" = none) because Ray Data turns nullable integer
-columns into floats in numpy batches. A failed image travels as a row whose ``error``
+columns into floats in numpy batches. Graph-contract heads travel packed (``PACKED``: per
+image only the kept detections and each mask inside its crop window, as ragged columns). A failed image travels as a row whose ``error``
 is set: every stage passes it through untouched, and it is committed as an error row.
 """
 
@@ -21,9 +22,10 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from yolact_batch.commit import OutputStore
 from yolact_batch.configs import ModelConfig
-from yolact_batch.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
-from yolact_batch.job import ModelSpec, OutputStore, Plan, Resources
+from yolact_batch.heads import RAW_OUTPUTS, PackedDetections, RawHeads
+from yolact_batch.job import Executed, ModelSpec, Plan, Resources
 from yolact_batch.postprocess import Postprocessor
 from yolact_batch.preprocess import ImageDecodeError, decode_image, preprocess
 from yolact_batch.schema import ModelRef, error_row, ok_row, rows_to_table
@@ -31,6 +33,8 @@ from yolact_batch.sources import fetch
 from yolact_batch.storage import StorageOptions
 
 META = ("image_uri", "image_id", "error", "height", "width")
+PACKED = ("boxes", "scores", "classes", "mask_values")
+LISTING_ROWS = 4096
 
 
 def build_pipeline(plan: Plan) -> ray.data.Dataset:
@@ -38,15 +42,17 @@ def build_pipeline(plan: Plan) -> ray.data.Dataset:
     r, cfg, items = plan.config.resources, plan.config, plan.todo
     block = read_block_size(items.num_rows, r)
     pool = ray.data.ActorPoolStrategy(min_size=r.actors[0], max_size=r.actors[1])
-    # Work items, one block per read task (from_items builds them here; from_arrow runs a task per block).
-    ds = ray.data.from_items(items.to_pylist(), override_num_blocks=math.ceil(items.num_rows / block))
+    # Work items: a few large Arrow blocks put by the driver, split as they stream into blocks of
+    # `block` rows, one per read task (per-block driver state would cost 20 s and 350 B per 16 images).
+    listing = [items.slice(start, LISTING_ROWS) for start in range(0, items.num_rows, LISTING_ROWS)]
+    ds = ray.data.from_blocks(listing).repartition(target_num_rows_per_block=block)
     # I/O: the bytes of each image (threads inside the task); a failed read becomes an error row.
     ds = ds.map_batches(read_stage, fn_kwargs=dict(storage=cfg.storage), batch_format="pyarrow", num_cpus=r.io_cpus)
     # CPU: decode + preprocess to float32[3, S, S].
     ds = ds.map_batches(decode_stage, fn_kwargs=dict(config=plan.model_config, max_pixels=cfg.inference.max_pixels),
                         batch_format="pyarrow", num_cpus=r.decode_cpus, memory=_decode_memory(block, plan.model_config))
     # GPU (or CPU): the network, in an actor pool that loads the model once per actor.
-    ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model), compute=pool, batch_size=r.batch_size,
+    ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model, post=plan.postprocessor), compute=pool, batch_size=r.batch_size,
                         batch_format="numpy", num_gpus=r.gpus_per_actor, num_cpus=r.cpus_per_actor)
     # CPU: NMS (raw heads), mask upsample + threshold, COCO RLE -> rows of schema.ROW_SCHEMA.
     ds = ds.map_batches(postprocess_stage, fn_kwargs=dict(post=plan.postprocessor, model=plan.ref),
@@ -106,23 +112,36 @@ def decode_stage(batch: pa.Table, *, config: ModelConfig, max_pixels: int) -> di
 class ModelActor:
     """Model stage: loads the model once per actor; ``__call__`` runs one batch of inputs.
 
-    Rows with an ``error`` skip the network and get zero heads.
+    Raw heads leave as dense columns (zeros for rows with an ``error``, which skip the
+    network); graph heads leave packed (``post.pack``; nothing for error rows).
     """
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, post: Postprocessor) -> None:
         self.backend = spec.load()
-        names = RAW_OUTPUTS if spec.contract == "raw" else GRAPH_OUTPUTS
+        self.post = post
         warm = self.backend(np.zeros((1, 3, spec.input_size, spec.input_size), np.float32))  # shapes; GPU warm-up
-        self.heads = {name: (getattr(warm, name).shape[1:], getattr(warm, name).dtype) for name in names}
+        self.raw = {name: (getattr(warm, name).shape[1:], getattr(warm, name).dtype) for name in RAW_OUTPUTS} \
+            if isinstance(warm, RawHeads) else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n, ok = len(batch["error"]), np.flatnonzero(batch["error"] == "")
         heads = self.backend(batch["input"][ok]) if len(ok) else None
         out = {name: batch[name] for name in META}
-        for name, (shape, dtype) in self.heads.items():
-            out[name] = np.zeros((n, *shape), dtype)
-            if heads is not None:
-                out[name][ok] = getattr(heads, name)
+        if self.raw is not None:
+            for name, (shape, dtype) in self.raw.items():
+                out[name] = np.zeros((n, *shape), dtype)
+                if heads is not None:
+                    out[name][ok] = getattr(heads, name)
+            return out
+        packed = dict(zip(ok.tolist(), self.post.pack(heads))) if heads is not None else {}
+        empty = dict(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
+                     classes=np.zeros(0, np.int64), mask_values=np.zeros(0, np.float32))
+        for name in PACKED:
+            # Filled one by one: np.array() would try to stack equal shapes into one array.
+            column = out[name] = np.empty(n, object)
+            for i in range(n):
+                column[i] = getattr(packed[i], name) if i in packed else empty[name]
+        out["proto_size"] = np.array([packed[i].proto_size if i in packed else (0, 0) for i in range(n)], np.int32)
         return out
 
 
@@ -143,13 +162,27 @@ def postprocess_stage(batch: dict[str, np.ndarray], *, post: Postprocessor, mode
     return rows_to_table(rows)
 
 
+def _heads(batch: dict[str, np.ndarray], rows: list[int], contract: str) -> RawHeads | list[PackedDetections]:
+    if contract == "raw":
+        return RawHeads(**{name: batch[name][rows] for name in RAW_OUTPUTS})
+    # A column arrives as one array when all its ragged values happened to have the same shape.
+    return [
+        PackedDetections(
+            boxes=np.asarray(batch["boxes"][i], np.float32).reshape(-1, 4),
+            scores=np.asarray(batch["scores"][i], np.float32).reshape(-1),
+            classes=np.asarray(batch["classes"][i], np.int64).reshape(-1),
+            mask_values=np.asarray(batch["mask_values"][i], np.float32).reshape(-1),
+            proto_size=tuple(int(v) for v in batch["proto_size"][i]),
+        )
+        for i in rows
+    ]
+
+
 def _detections(batch: dict[str, np.ndarray], ok: list[int], post: Postprocessor) -> list:
     """Detections per ok row; a row whose post-processing fails gets its error text instead."""
-    kind, names = (RawHeads, RAW_OUTPUTS) if post.contract == "raw" else (GraphHeads, GRAPH_OUTPUTS)
 
     def run(rows: list[int]) -> list:
-        heads = kind(**{name: batch[name][rows] for name in names})
-        return post(heads, [(int(batch["height"][i]), int(batch["width"][i])) for i in rows])
+        return post(_heads(batch, rows, post.contract), [(int(batch["height"][i]), int(batch["width"][i])) for i in rows])
 
     if not ok:
         return []
@@ -168,6 +201,21 @@ def _detections(batch: dict[str, np.ndarray], ok: list[int], post: Postprocessor
 def commit_stage(rows: pa.Table, *, output: OutputStore, run_id: str) -> pa.Table:
     """Commit one batch of rows as one Parquet file; returns its name and counts."""
     return pa.Table.from_pylist([output.commit(rows, run_id)])
+
+
+def model_busy_s(ds: ray.data.Dataset) -> float | None:
+    """Seconds the model actors spent on batches, summed over actors (Ray Data's stats of an
+    executed dataset); None when Ray Data does not report them."""
+    def stages(summary):  # each stage's summary holds the stages before it as parents
+        yield from summary.operators_stats
+        for parent in summary.parents:
+            yield from stages(parent)
+
+    try:
+        busy = [s.wall_time.sum for s in stages(ds.get_stats_summary()) if "ModelActor" in s.operator_name]
+    except Exception:  # a developer API of Ray Data: a metric is not worth failing the job
+        return None
+    return float(sum(busy)) if busy else None
 
 
 def local_cpus(r: Resources) -> int:
@@ -193,8 +241,8 @@ def check_capacity(r: Resources, cluster: dict[str, float]) -> None:
         )
 
 
-def execute(plan: Plan, log: Callable[[str], None]) -> int:
-    """Run the pipeline on a cluster (joined, or a local one started here); returns rows committed."""
+def execute(plan: Plan, log: Callable[[str], None]) -> Executed:
+    """Run the pipeline on a cluster (joined, or a local one started here)."""
     r = plan.config.resources
     address = plan.config.address or os.environ.get("RAY_ADDRESS")
     started = not ray.is_initialized()
@@ -209,11 +257,12 @@ def execute(plan: Plan, log: Callable[[str], None]) -> int:
         ctx.enable_progress_bars = True
         ctx.max_errored_blocks = 0
         committed = files = 0
-        for result in build_pipeline(plan).iter_batches(batch_size=None, batch_format="pyarrow"):
+        ds = build_pipeline(plan)
+        for result in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             committed += sum(result["rows"].to_pylist())
             files += result.num_rows
         log(f"segment: committed {committed} images in {files} files")
-        return committed
+        return Executed(committed, model_busy_s(ds))
     finally:
         if started:
             ray.shutdown()

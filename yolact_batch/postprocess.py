@@ -5,6 +5,9 @@ Two entry points, one per head contract, share the final stage:
 * ``postprocess_raw``: reference ``Detect`` (decode + NMS) then ``postprocess`` on the host.
 * ``postprocess_graph``: the model already ran decode, NMS and mask assembly; only the
   upsample, threshold and RLE remain (``OutputSettings`` may still tighten the results).
+  It is ``pack_graph_heads`` (keep what the settings keep, each mask inside its crop
+  window only) then ``postprocess_packed``; the job runs the two halves in different
+  stages so that only packed detections cross the object store.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from yolact_batch import nms as nms_ops
 from yolact_batch.boxes import boxes_to_pixels, decode_boxes
 from yolact_batch.configs import ModelConfig
 from yolact_batch.detections import Detections
-from yolact_batch.heads import GraphHeads, RawHeads
+from yolact_batch.heads import GraphHeads, PackedDetections, RawHeads
 from yolact_batch.priors import make_priors
 from yolact_batch.masks import AxisResize, crop_windows, full_windows, paste_masks, sigmoid
 from yolact_batch.rle import counts_in_box, counts_to_strings
@@ -86,7 +89,7 @@ def _finish(
     # The reference writes only boxes with a positive integer area; so do we, everywhere.
     valid = np.flatnonzero((pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]) > 0)
     hp, wp = proto_size
-    windows = crop_windows(boxes, hp, wp) if output.crop_masks else full_windows(len(boxes), hp, wp)
+    windows = mask_windows(boxes, proto_size, output.crop_masks)
     rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
     blocks = (block(i, windows[i]) for i in valid)
     counts = [
@@ -132,6 +135,71 @@ def postprocess_raw(
     return results
 
 
+def mask_windows(boxes: np.ndarray, proto_size: tuple[int, int], crop: bool) -> np.ndarray:
+    """``int64[D, 4]`` windows ``(row0, row1, col0, col1)`` outside which each mask is zero:
+    the reference's crop (padding 1) of relative ``boxes``, or the whole grid without cropping."""
+    hp, wp = proto_size
+    return crop_windows(boxes, hp, wp) if crop else full_windows(len(boxes), hp, wp)
+
+
+def _window_areas(windows: np.ndarray) -> np.ndarray:
+    return np.maximum(windows[:, 1] - windows[:, 0], 0) * np.maximum(windows[:, 3] - windows[:, 2], 0)
+
+
+def pack_graph_heads(
+    heads: GraphHeads, output: OutputSettings = OutputSettings(), max_detections: int | None = None
+) -> list[PackedDetections]:
+    """Per image, the detections ``output`` keeps (at most ``max_detections``, best first),
+    each mask reduced to its values inside its window."""
+    proto_size = tuple(int(v) for v in heads.masks.shape[2:])
+    packed = []
+    for b in range(len(heads)):
+        n = int(heads.num_detections[b]) if max_detections is None else min(int(heads.num_detections[b]), max_detections)
+        keep = _select(heads.scores[b, :n], heads.classes[b, :n], output)
+        boxes = heads.boxes[b, keep].astype(np.float32)
+        masks = heads.masks[b]
+        windows = mask_windows(boxes, proto_size, output.crop_masks).tolist()
+        values = [masks[k, r0:r1, c0:c1].ravel() for k, (r0, r1, c0, c1) in zip(keep.tolist(), windows)]
+        packed.append(PackedDetections(
+            boxes=boxes,
+            scores=heads.scores[b, keep].astype(np.float32),
+            classes=heads.classes[b, keep].astype(np.int64),
+            mask_values=np.concatenate(values).astype(np.float32, copy=False) if values else np.zeros(0, np.float32),
+            proto_size=proto_size,
+        ))
+    return packed
+
+
+def postprocess_packed(
+    packed: Sequence[PackedDetections],
+    image_sizes: Sequence[ImageSize],
+    config: ModelConfig,
+    output: OutputSettings = OutputSettings(),
+) -> list[Detections]:
+    """Detections for each image from ``pack_graph_heads``'s output (packed with the same
+    ``output`` settings: the mask windows are recomputed from the boxes)."""
+    _check_batch(len(packed), image_sizes)
+    results = []
+    for item, image_size in zip(packed, image_sizes):
+        windows = mask_windows(item.boxes, item.proto_size, output.crop_masks)
+        areas = _window_areas(windows)
+        if areas.sum() != item.mask_values.size:
+            raise ValueError(
+                f"packed masks hold {item.mask_values.size} values but the windows of {len(item)} boxes "
+                f"cover {int(areas.sum())}: packed with other crop settings?"
+            )
+        ends = np.cumsum(areas).tolist()
+
+        def block(i, window, values=item.mask_values, ends=ends):
+            r0, r1, c0, c1 = window
+            return values[ends[i] - (r1 - r0) * (c1 - c0) : ends[i]].reshape(r1 - r0, c1 - c0)
+
+        results.append(
+            _finish(item.boxes, item.classes, item.scores, block, item.proto_size, image_size, output, config)
+        )
+    return results
+
+
 def postprocess_graph(
     heads: GraphHeads,
     image_sizes: Sequence[ImageSize],
@@ -144,21 +212,7 @@ def postprocess_graph(
     ``max_detections`` keeps only that many of the model's detections (best first).
     """
     _check_batch(len(heads), image_sizes)
-    results = []
-    for b, image_size in enumerate(image_sizes):
-        n = int(heads.num_detections[b]) if max_detections is None else min(int(heads.num_detections[b]), max_detections)
-        scores, classes = heads.scores[b, :n], heads.classes[b, :n]
-        keep = _select(scores, classes, output)
-        masks = heads.masks[b][keep]
-
-        def block(i, window, masks=masks):
-            r0, r1, c0, c1 = window
-            return masks[i, r0:r1, c0:c1]
-
-        results.append(
-            _finish(heads.boxes[b][keep], classes[keep], scores[keep], block, masks.shape[1:], image_size, output, config)
-        )
-    return results
+    return postprocess_packed(pack_graph_heads(heads, output, max_detections), image_sizes, config, output)
 
 
 def _check_batch(batch: int, image_sizes: Sequence[ImageSize]) -> None:
@@ -187,9 +241,15 @@ class Postprocessor:
     def __post_init__(self) -> None:
         object.__setattr__(self, "priors", make_priors(self.config.priors) if self.contract == "raw" else None)
 
-    def __call__(self, heads: RawHeads | GraphHeads, image_sizes: Sequence[ImageSize]) -> list[Detections]:
+    def __call__(
+        self, heads: RawHeads | GraphHeads | Sequence[PackedDetections], image_sizes: Sequence[ImageSize]
+    ) -> list[Detections]:
         if isinstance(heads, RawHeads):
             return postprocess_raw(heads, self.priors, image_sizes, self.config, self.settings)
-        return postprocess_graph(
-            heads, image_sizes, self.config, self.settings.output, max_detections=self.settings.detect.max_detections
-        )
+        if isinstance(heads, GraphHeads):
+            heads = self.pack(heads)
+        return postprocess_packed(heads, image_sizes, self.config, self.settings.output)
+
+    def pack(self, heads: GraphHeads) -> list[PackedDetections]:
+        """``pack_graph_heads`` with this post-processor's settings."""
+        return pack_graph_heads(heads, self.settings.output, max_detections=self.settings.detect.max_detections)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import GOLDEN_IDS, golden_case
-from yolact_batch.backends.engine_plan import EngineSpec, cache_fields, model_digest, unpack_engine
+from yolact_batch.backends.engine_cache import cache_fields, model_digest, unpack_engine
+from yolact_batch.backends.engine_plan import EngineSpec
 from yolact_batch.backends.tensorrt import TensorRTBackend
 from yolact_batch.boxes import box_iou
 from yolact_batch.heads import RAW_OUTPUTS

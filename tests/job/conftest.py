@@ -25,7 +25,11 @@ from tests.conftest import COCO_SUBSET, GOLDEN, REPO, golden_case
 from tests.job.models import slow_heads_model
 from tests.onnx_models import constant_heads_model
 from yolact_batch.configs import get_config
+from yolact_batch.heads import GRAPH_OUTPUTS
+from yolact_batch.masks import assemble_masks, crop_windows
 from yolact_batch.metadata import ModelMetadata
+from yolact_batch.postprocess import detect
+from yolact_batch.priors import make_priors
 
 CFG = get_config("yolact_resnet50")
 # Fake credentials: s3fs/botocore read them from the environment, as they would real ones.
@@ -65,6 +69,31 @@ def model_heads() -> dict[str, np.ndarray]:
 def model_path(tmp_path_factory) -> Path:
     """A real (tiny, fast) ONNX model whose heads are constant: raw contract, yolact_resnet50."""
     return constant_heads_model(tmp_path_factory.mktemp("model") / "raw.onnx", model_heads(), ModelMetadata(CFG, "raw"))
+
+
+def graph_heads(raw: dict[str, np.ndarray], k: int = 100) -> dict[str, np.ndarray]:
+    """What a ``graph`` contract model outputs for these raw heads: Detect, then each mask
+    assembled and cropped, padded to ``k`` detections."""
+    priors = make_priors(CFG.priors)
+    boxes, classes, scores, prior_idx = detect(raw["loc"][0], raw["conf"][0], priors)
+    masks = assemble_masks(raw["proto"][0], raw["mask"][0][prior_idx])
+    for mask, (r0, r1, c0, c1) in zip(masks, crop_windows(boxes, *masks.shape[1:])):
+        outside = np.ones(mask.shape, bool)
+        outside[r0:r1, c0:c1] = False
+        mask[outside] = 0
+    n = len(scores)
+    padded = {"boxes": np.zeros((k, 4), np.float32), "scores": np.zeros(k, np.float32),
+              "classes": np.zeros(k, np.int64), "masks": np.zeros((k, *masks.shape[1:]), np.float32)}
+    for name, value in zip(padded, (boxes, scores, classes, masks)):
+        padded[name][:n] = value
+    return {**{name: value[None] for name, value in padded.items()}, "num_detections": np.array([n], np.int64)}
+
+
+@pytest.fixture(scope="package")
+def graph_model_path(tmp_path_factory) -> Path:
+    """The same network outputs as ``model_path`` behind the ``graph`` contract."""
+    path = tmp_path_factory.mktemp("model") / "graph.onnx"
+    return constant_heads_model(path, graph_heads(model_heads()), ModelMetadata(CFG, "graph"), names=GRAPH_OUTPUTS)
 
 
 @pytest.fixture(scope="package")

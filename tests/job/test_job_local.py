@@ -1,6 +1,7 @@
 """`yolact-batch segment` on the embedded local Ray: COCO input in, Parquet out, same rows as the API."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from tests.conftest import COCO_SUBSET, GOLDEN_IDS, require
-from tests.job.conftest import read_rows, run_segment, success
+from tests.job.conftest import jpeg_images, read_rows, run_segment, success
 from yolact_batch.model import YolactModel
 from yolact_batch.schema import ok_row
 
@@ -98,6 +99,10 @@ def test_progress_and_a_one_line_summary(coco_job):
     assert "MapBatches(ModelActor)" in err and "MapBatches(decode_stage)" in err  # Ray Data's progress
     summary = [line for line in err.splitlines() if line.startswith("segment: 8 images (")]
     assert len(summary) == 1 and "8 ok, 0 errors" in summary[0] and "this run processed 8" in summary[0]
+    # The model actors' busy time (Ray Data's stats) is reported, and is part of the run's wall time.
+    wall, busy = re.search(r"in ([\d.]+)s \([\d.]+ img/s, model busy ([\d.]+)s\)", summary[0]).groups()
+    assert 0 < float(busy) <= float(wall)
+    assert success(coco_job["out"])["model_busy_s"] is None  # the rerun's _SUCCESS: nothing ran
 
 
 def test_rerunning_a_finished_job_skips_everything_without_starting_ray(coco_job):
@@ -115,3 +120,21 @@ def test_other_settings_into_the_same_output_are_refused(coco_job):
     assert result.returncode == 2
     assert "settings.output.score_threshold 0.1 -> 0.5" in result.stderr and "--overwrite" in result.stderr
     assert np.all([r["status"] == "ok" for r in read_rows(coco_job["out"])])
+
+
+def test_graph_contract_rows_cross_ray_packed_and_equal_the_python_api(tmp_path, graph_model_path):
+    # The model stage hands packed detections (ragged columns) to the post-processing tasks.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images = jpeg_images(4)
+    for name, blob in images.items():
+        (folder / name).write_bytes(blob)
+    out = tmp_path / "out"
+    run_segment("--input", folder, "--model", graph_model_path, "--output", out, "--batch-size", "3", *SETTINGS)
+    rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in read_rows(out)}
+    model = YolactModel(str(graph_model_path), score_threshold=0.1, max_detections=60)
+    assert sorted(rows) == sorted(images)
+    for name, blob in images.items():
+        expected = ok_row(model([blob])[0], image_uri="", image_id=None, model=model.ref)
+        assert rows[name]["status"] == "ok" and rows[name]["instances"] == expected["instances"]
+        assert len(expected["instances"]) > 10

@@ -13,8 +13,9 @@ import pytest
 
 from tests.job.conftest import jpeg_images, job_env
 from yolact_batch.cli import main
+from yolact_batch.commit import OutputStore, Superseded
 from yolact_batch.job import (
-    InferenceOptions, JobConfig, JobConflict, ModelSpec, OutputStore, Resources, Superseded, finish, prepare,
+    InferenceOptions, JobConfig, JobConflict, ModelSpec, Resources, finish, prepare,
 )
 from yolact_batch.schema import ROW_SCHEMA, ModelRef, error_row, rows_to_table
 from yolact_batch.storage import StorageOptions
@@ -133,6 +134,7 @@ def test_cli_fails_fast_with_one_message_and_no_ray(tmp_path, images, model_path
     script = f"""
 import sys
 from yolact_batch.cli import main
+from yolact_batch.commit import OutputStore, Superseded
 base = ["segment", "--input", {str(images)!r}, "--model", {str(model_path)!r}, "--output", {str(tmp_path / 'o')!r}]
 for extra in {[c[0] for c in cases]!r}:
     args = list(base)

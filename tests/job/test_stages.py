@@ -8,8 +8,9 @@ import pytest
 from tests.job.conftest import jpeg_images
 from yolact_batch.job import JobConfig, Resources, prepare
 from yolact_batch.model import YolactModel
+from yolact_batch.heads import GraphHeads
 from yolact_batch.pipeline import (
-    ModelActor, check_capacity, commit_stage, decode_stage, local_cpus, postprocess_stage, read_block_size, read_stage,
+    PACKED, ModelActor, check_capacity, commit_stage, decode_stage, local_cpus, postprocess_stage, read_block_size, read_stage,
 )
 from yolact_batch.configs import get_config
 from yolact_batch.postprocess import Postprocessor
@@ -20,19 +21,23 @@ IMAGES = jpeg_images(3)
 REF = ModelRef("yolact_resnet50", "sha256:00")
 
 
-@pytest.fixture
-def plan(tmp_path, model_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
+def make_plan(root, model_path):
+    folder = root / "in"
+    folder.mkdir(parents=True)
     for name, blob in IMAGES.items():
         (folder / name).write_bytes(blob)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 no end marker")
-    return prepare(JobConfig(input=str(folder), output=str(tmp_path / "out"), model=str(model_path)))
+    return prepare(JobConfig(input=str(folder), output=str(root / "out"), model=str(model_path)))
+
+
+@pytest.fixture
+def plan(tmp_path, model_path):
+    return make_plan(tmp_path, model_path)
 
 
 def run_stages(plan, batch_size=2):
     """read -> decode -> model -> postprocess, as Ray Data calls them, on one block."""
-    actor = ModelActor(plan.model)
+    actor = ModelActor(plan.model, plan.postprocessor)
     decoded = decode_stage(read_stage(plan.todo, storage=plan.config.storage), config=plan.model_config,
                            max_pixels=plan.config.inference.max_pixels)
     tables = []
@@ -43,9 +48,14 @@ def run_stages(plan, batch_size=2):
     return pa.concat_tables(tables), heads
 
 
-def test_stages_give_the_rows_of_the_python_api(plan, model_path):
-    table, _ = run_stages(plan)
+@pytest.mark.parametrize("contract", ["raw", "graph"])
+def test_stages_give_the_rows_of_the_python_api(contract, tmp_path, model_path, graph_model_path):
+    model_path = model_path if contract == "raw" else graph_model_path
+    plan = make_plan(tmp_path, model_path)
+    table, heads = run_stages(plan)
     assert table.schema == ROW_SCHEMA
+    if contract == "graph":  # packed: ragged columns, no dense [K, 138, 138] masks
+        assert "masks" not in heads and heads["mask_values"].dtype == object
     rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in table.to_pylist()}
     model = YolactModel(str(model_path))
     for name, blob in IMAGES.items():
@@ -56,14 +66,19 @@ def test_stages_give_the_rows_of_the_python_api(plan, model_path):
     assert result.to_pylist()[0]["rows"] == 4 and result.to_pylist()[0]["errors"] == 1
 
 
-def test_a_batch_of_only_errors_skips_the_network(plan):
-    actor = ModelActor(plan.model)
+@pytest.mark.parametrize("contract", ["raw", "graph"])
+def test_a_batch_of_only_errors_skips_the_network(contract, tmp_path, model_path, graph_model_path):
+    plan = make_plan(tmp_path, model_path if contract == "raw" else graph_model_path)
+    actor = ModelActor(plan.model, plan.postprocessor)
     batch = {"image_uri": np.array(["a", "b"], object), "image_id": np.array(["", "7"], object),
              "error": np.array(["read failed: x", "decode failed: y"], object),
              "height": np.zeros(2, np.int32), "width": np.zeros(2, np.int32),
              "input": np.zeros((2, 3, 550, 550), np.float32)}
     heads = actor(batch)
-    assert heads["conf"].shape == (2, 19248, 81) and not heads["conf"].any()
+    if contract == "raw":
+        assert heads["conf"].shape == (2, 19248, 81) and not heads["conf"].any()
+    else:
+        assert [len(v) for v in heads["scores"]] == [0, 0] and [len(v) for v in heads["mask_values"]] == [0, 0]
     rows = postprocess_stage(heads, post=plan.postprocessor, model=plan.ref).to_pylist()
     assert [(r["status"], r["error"], r["image_id"]) for r in rows] == [
         ("error", "read failed: x", None), ("error", "decode failed: y", 7)]
@@ -76,11 +91,14 @@ def test_an_image_whose_postprocessing_fails_does_not_take_its_batch_along():
     boxes = np.tile(np.array([0.1, 0.1, 0.6, 0.7], np.float32), (3, k, 1))
     classes = np.zeros((3, k), np.int64)
     classes[1, 0] = 500  # a model output naming a class the model does not have, in image 1 only
+    heads = GraphHeads(boxes=boxes, scores=np.full((3, k), 0.9, np.float32), classes=classes,
+                       masks=rng.random((3, k, 138, 138), np.float32), num_detections=np.full(3, k, np.int64))
+    packed = post.pack(heads)
     batch = {"image_uri": np.array(["a", "b", "c"], object), "image_id": np.array(["1", "2", "3"], object),
              "error": np.array(["", "", ""], object), "height": np.full(3, 40, np.int32),
-             "width": np.full(3, 50, np.int32), "boxes": boxes, "scores": np.full((3, k), 0.9, np.float32),
-             "classes": classes, "masks": rng.random((3, k, 138, 138), np.float32),
-             "num_detections": np.full(3, k, np.int64)}
+             "width": np.full(3, 50, np.int32), "proto_size": np.full((3, 2), 138, np.int32),
+             # Equal shapes: Ray Data hands these columns over as dense arrays, not ragged ones.
+             **{name: np.stack([getattr(p, name) for p in packed]) for name in PACKED}}
     rows = postprocess_stage(batch, post=post, model=REF).to_pylist()
     assert [r["status"] for r in rows] == ["ok", "error", "ok"]
     assert rows[1]["error"].startswith("postprocess failed: ValueError") and "class_ids" in rows[1]["error"]

@@ -24,17 +24,13 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from yolact_batch.backends.engine_cache import EngineCache, cache_fields, engine_cache_key, load_or_build, model_digest
 from yolact_batch.backends.engine_plan import (
     Chunk,
-    EngineCache,
     EngineSpec,
-    cache_fields,
     check_engine_io,
     contract_tensors,
-    engine_cache_key,
-    load_or_build,
     mask_copy_ranges,
-    model_digest,
     pinned_to_fp32,
     pipelined,
     plan_batches,
