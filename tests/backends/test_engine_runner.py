@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from yolact_batch.backends.engine_plan import EngineSpec, contract_tensors
-from yolact_batch.backends.tensorrt import EngineRunner, host_array
+from yolact_batch.backends.engine_runner import EngineRunner, host_array
 from yolact_batch.configs import ModelConfig, PriorConfig, feature_map_sizes
 from yolact_batch.heads import GraphHeads, RawHeads
 from yolact_batch.metadata import ModelMetadata

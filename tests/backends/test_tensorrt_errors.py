@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from yolact_batch.backends import tensorrt as trt_backend
-from yolact_batch.backends.tensorrt import TensorRTBackend, cuda_check, host_array, inspect_onnx
+from yolact_batch.backends.engine_runner import cuda_check, host_array
+from yolact_batch.backends.tensorrt import TensorRTBackend, inspect_onnx
 from yolact_batch.configs import get_config
 from yolact_batch.metadata import ModelMetadata
 
