@@ -8,8 +8,9 @@ functions of a batch; ``ModelActor`` is a plain class (``__init__`` loads the mo
 per actor, ``__call__(batch) -> batch``). Columns between stages are numpy arrays;
 ``image_id`` travels as a string ("" = none) because Ray Data turns nullable integer
 columns into floats in numpy batches. Graph-contract heads travel packed (``PACKED``: per
-image only the kept detections and each mask inside its crop window, as ragged columns). A failed image travels as a row whose ``error``
-is set: every stage passes it through untouched, and it is committed as an error row.
+image only the kept detections and each mask inside its crop window, as ragged columns).
+A failed image travels as a row whose ``error`` is set: every stage passes it through
+untouched, and it is committed as an error row.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def build_pipeline(plan: Plan) -> ray.data.Dataset:
     ds = ds.map_batches(decode_stage, fn_kwargs=dict(config=plan.model_config, max_pixels=cfg.inference.max_pixels),
                         batch_format="pyarrow", num_cpus=r.decode_cpus, memory=_decode_memory(block, plan.model_config))
     # GPU (or CPU): the network, in an actor pool that loads the model once per actor.
-    ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model, post=plan.postprocessor), compute=pool, batch_size=r.batch_size,
-                        batch_format="numpy", num_gpus=r.gpus_per_actor, num_cpus=r.cpus_per_actor)
+    ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model, post=plan.postprocessor), compute=pool,
+                        batch_size=r.batch_size, batch_format="numpy", num_gpus=r.gpus_per_actor,
+                        num_cpus=r.cpus_per_actor)
     # CPU: NMS (raw heads), mask upsample + threshold, COCO RLE -> rows of schema.ROW_SCHEMA.
     ds = ds.map_batches(postprocess_stage, fn_kwargs=dict(post=plan.postprocessor, model=plan.ref),
                         batch_format="numpy", num_cpus=r.decode_cpus)

@@ -192,7 +192,8 @@ def postprocess_packed(
 
         def block(i, window, values=item.mask_values, ends=ends):
             r0, r1, c0, c1 = window
-            return values[ends[i] - (r1 - r0) * (c1 - c0) : ends[i]].reshape(r1 - r0, c1 - c0)
+            h, w = max(r1 - r0, 0), max(c1 - c0, 0)  # a box off the grid has an empty window
+            return values[ends[i] - h * w : ends[i]].reshape(h, w)
 
         results.append(
             _finish(item.boxes, item.classes, item.scores, block, item.proto_size, image_size, output, config)
