@@ -82,7 +82,7 @@ def job(model: Path, images: Path, limit: int, batch_size: int) -> tuple[float, 
         finally:
             ray.shutdown()
     counts = {"images": summary.images, "errors": summary.images_error, "wall_s": summary.wall_s,
-              "model_busy_s": summary.model_busy_s}
+              "processed": summary.processed, "model_busy_s": summary.model_busy_s}
     return summary.processed / summary.wall_s, ray_start, counts
 
 
@@ -97,7 +97,7 @@ def main() -> None:
     model_img_s = model_only(model, images, args.batch_size)
     job_img_s, ray_start_s, counts = job(model, images_dir, len(images), args.batch_size)
     busy = counts["model_busy_s"] or float("nan")
-    in_job = counts["images"] / busy
+    in_job = counts["processed"] / busy
     print(json.dumps({
         "bench": "job_throughput", "model": "yolact_resnet50 (golden weights, graph contract)", "device": "cpu",
         "images": counts["images"], "error_rows": counts["errors"], "batch_size": args.batch_size,

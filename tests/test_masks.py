@@ -25,10 +25,10 @@ def full_reference(mask, box, height, width, threshold=0.5):
     return upsample_masks(cropped[None], height, width)[0] > threshold
 
 
-@pytest.mark.parametrize("matrix_window", [0, 1000], ids=["gather", "matrix"])
+@pytest.mark.parametrize("matrix_macs", [0, 10**12], ids=["gather", "matrix"])
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("size", [(480, 640), (20, 20), (7, 33), (1, 50), (64, 1)])
-def test_paste_mask_equals_full_computation(seed, size, matrix_window):
+def test_paste_mask_equals_full_computation(seed, size, matrix_macs):
     rng = np.random.default_rng(seed)
     hp = wp = 20
     mask = sigmoid(rng.normal(0, 3, (hp, wp)).astype(np.float32))
@@ -36,7 +36,7 @@ def test_paste_mask_equals_full_computation(seed, size, matrix_window):
     window = crop_windows(box[None], hp, wp)[0]
     r0, r1, c0, c1 = window
     rows, cols = AxisResize.create(hp, size[0]), AxisResize.create(wp, size[1])
-    [(block, top, left)] = paste_masks([mask[r0:r1, c0:c1]], window[None], rows, cols, matrix_window=matrix_window)
+    [(block, top, left)] = paste_masks([mask[r0:r1, c0:c1]], window[None], rows, cols, matrix_macs=matrix_macs)
     full = np.zeros(size, bool)
     full[top : top + block.shape[0], left : left + block.shape[1]] = block
     np.testing.assert_array_equal(full, full_reference(mask, box, *size))
@@ -55,6 +55,11 @@ def test_axis_resize_matches_torch_convention():
 def test_crop_windows_padding_and_clamp():
     boxes = np.array([[0.25, 0.5, 0.5, 0.75], [-1, -1, 2, 2], [0.5, 0.5, 0.5, 0.5]], np.float32)
     assert crop_windows(boxes, 8, 8).tolist() == [[3, 7, 1, 5], [0, 8, 0, 8], [3, 5, 3, 5]]
+    # Wholly above/left of or below/right of the grid: empty, never a negative end.
+    off = np.array([[0.2, -0.5, 0.6, -0.4], [-0.9, 0.2, -0.5, 0.4], [1.5, 1.5, 1.8, 1.9]], np.float32)
+    windows = crop_windows(off, 20, 20)
+    assert np.all(windows >= 0) and np.all(windows[:, 1] >= windows[:, 0]) and np.all(windows[:, 3] >= windows[:, 2])
+    assert [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in windows.tolist()] == [0, 0, 0]
 
 
 def test_assemble_masks_shape_and_values():
@@ -83,8 +88,8 @@ def test_matrix_and_gather_paths_give_the_same_bits(size):
         r1, c1 = rng.integers(r0 + 1, hp + 1), rng.integers(c0 + 1, wp + 1)
         windows.append((r0, r1, c0, c1))
         blocks.append((0.5 + rng.normal(0, 1e-3, (r1 - r0, c1 - c0))).astype(np.float32))
-    gather = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_window=0))
-    matrix = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_window=10**6))
+    gather = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_macs=0))
+    matrix = list(paste_masks(blocks, np.array(windows), rows, cols, matrix_macs=10**12))
     assert sum(a.sum() for a, _, _ in gather) > 0
     for (a, ta, la), (b, tb, lb) in zip(gather, matrix):
         assert (ta, la) == (tb, lb)

@@ -15,7 +15,7 @@ CONFIG = get_config("yolact_resnet50")
 
 def random_heads(batch=2, k=6, hp=20, wp=24, seed=0, crop=True) -> GraphHeads:
     rng = np.random.default_rng(seed)
-    corners = rng.uniform(-0.1, 1.1, (batch, k, 2, 2)).astype(np.float32)
+    corners = rng.uniform(-0.6, 1.6, (batch, k, 2, 2)).astype(np.float32)  # some boxes off the grid
     boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
     scores = -np.sort(-rng.uniform(0.05, 1, (batch, k)).astype(np.float32), axis=1)
     masks = rng.uniform(0, 1, (batch, k, hp, wp)).astype(np.float32)
@@ -72,3 +72,14 @@ def test_packed_detections_validate_shapes():
                              np.zeros(0, np.float32), (138, 138))
     [result] = postprocess_packed([empty], [(10, 10)], CONFIG)
     assert len(result) == 0 and result.image_size == (10, 10)
+
+
+def test_a_box_off_the_grid_packs_nothing_and_is_dropped():
+    # Wholly above the image: its crop window is empty (a negative end would be read as
+    # counting from the bottom), and it has no pixels, so the image simply has no detection.
+    heads = GraphHeads(np.array([[[0.2, -0.5, 0.6, -0.4]]], np.float32), np.array([[0.9]], np.float32),
+                       np.array([[1]]), np.ones((1, 1, 20, 20), np.float32), np.array([1]))
+    [item] = pack_graph_heads(heads)
+    assert item.mask_values.size == 0 and len(item) == 1
+    [result] = postprocess_packed([item], [(40, 40)], CONFIG)
+    assert len(result) == 0

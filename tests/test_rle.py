@@ -234,3 +234,10 @@ def test_prop_encode_in_box(data):
     full = full_mask(box, top, left, height, width)
     assert got == coco_encode(full)
     assert rle.area(got) == int(box.sum())
+
+
+def test_counts_to_strings_keeps_each_mask_in_place_around_empty_ones():
+    a, b = np.array([3, 2, 1]), np.array([12, 7])
+    expected = [rle.counts_to_string(a), rle.counts_to_string(b)]
+    assert rle.counts_to_strings([np.zeros(0, np.int64), a, np.zeros(0, np.int64), b]) == ["", expected[0], "", expected[1]]
+    assert rle.counts_to_strings([np.zeros(0, np.int64)] * 2) == ["", ""]

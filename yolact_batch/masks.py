@@ -45,7 +45,8 @@ def crop_windows(boxes: np.ndarray, height: int, width: int, padding: int = 1) -
         boxes: ``float32[D, 4]`` relative boxes ``(x1, y1, x2, y2)``.
 
     Returns:
-        ``int64[D, 4]`` windows ``(row0, row1, col0, col1)``, half-open.
+        ``int64[D, 4]`` windows ``(row0, row1, col0, col1)``, half-open, ``row0 <= row1`` and
+        ``col0 <= col1``.
     """
     def bounds(a, b, size):
         a = a * np.float32(size)
@@ -53,7 +54,10 @@ def crop_windows(boxes: np.ndarray, height: int, width: int, padding: int = 1) -
         low = np.maximum(np.minimum(a, b) - np.float32(padding), 0)
         high = np.minimum(np.maximum(a, b) + np.float32(padding), np.float32(size))
         # Integer i satisfies low <= i < high  <=>  ceil(low) <= i < ceil(high).
-        return np.ceil(low).astype(np.int64), np.ceil(high).astype(np.int64)
+        low, high = np.ceil(low).astype(np.int64), np.ceil(high).astype(np.int64)
+        # A box wholly off the grid keeps nothing: an empty window (never a negative end,
+        # which a slice would read as counting from the far side).
+        return low, np.maximum(high, low)
 
     boxes = boxes.astype(np.float32, copy=False)
     r0, r1 = bounds(boxes[:, 1], boxes[:, 3], height)
@@ -116,7 +120,7 @@ def paste_masks(
     cols: AxisResize,
     threshold: float = 0.5,
     *,
-    matrix_window: int = 48,
+    matrix_macs: int = 1_500_000,
 ) -> Iterator[tuple[np.ndarray, int, int]]:
     """Upsample cropped masks and threshold them, computing only where they can be non-zero.
 
@@ -127,10 +131,10 @@ def paste_masks(
         rows, cols: the sampling of each axis from prototype to image size.
         threshold: a pixel is on when its value is ``> threshold`` (must be >= 0, so that
             pixels outside the footprint, which are exactly 0, stay off).
-        matrix_window: windows with at most this many rows and columns are upsampled with
-            four small matrix products (few calls: per-call overhead dominates small masks),
-            larger ones with gathers (cost independent of the window). Both give the same
-            bits; this only tunes speed.
+        matrix_macs: masks whose upsampling as matrix products (one-hot weights) costs at
+            most this many multiply-adds take that path: few numpy calls, where per-call
+            overhead dominates small masks; the others are gathered (cost independent of
+            the window). Both give the same bits; this only tunes speed.
 
     Yields:
         ``(bool[h, w], top, left)`` per mask: the binary mask inside its output box, whose
@@ -154,7 +158,10 @@ def paste_masks(
         if skip:
             yield np.zeros((0, 0), bool), 0, 0
             continue
-        if r1 - r0 <= matrix_window and c1 - c0 <= matrix_window:
+        h, w = r1 - r0, c1 - c0
+        if h * (x1 - x0) * (w + y1 - y0) <= matrix_macs and np.isfinite(block).all():
+            # (A NaN would spread through 0 * NaN to the whole mask; gathering keeps it local.)
+            block = block.astype(np.float32, copy=False)
             horiz = block @ cols.m0[c0:c1, x0:x1]
             horiz += block @ cols.m1[c0:c1, x0:x1]
             values = rows.m0[r0:r1, y0:y1].T @ horiz

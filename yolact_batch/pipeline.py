@@ -25,7 +25,7 @@ import ray
 
 from yolact_batch.commit import OutputStore
 from yolact_batch.configs import ModelConfig
-from yolact_batch.heads import RAW_OUTPUTS, PackedDetections, RawHeads
+from yolact_batch.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, PackedDetections, RawHeads
 from yolact_batch.job import Executed, ModelSpec, Plan, Resources
 from yolact_batch.postprocess import Postprocessor
 from yolact_batch.preprocess import ImageDecodeError, decode_image, preprocess
@@ -135,7 +135,7 @@ class ModelActor:
                 if heads is not None:
                     out[name][ok] = getattr(heads, name)
             return out
-        packed = dict(zip(ok.tolist(), self.post.pack(heads))) if heads is not None else {}
+        packed = self._pack(heads, ok.tolist(), out) if heads is not None else {}
         empty = dict(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
                      classes=np.zeros(0, np.int64), mask_values=np.zeros(0, np.float32))
         for name in PACKED:
@@ -145,6 +145,20 @@ class ModelActor:
                 column[i] = getattr(packed[i], name) if i in packed else empty[name]
         out["proto_size"] = np.array([packed[i].proto_size if i in packed else (0, 0) for i in range(n)], np.int32)
         return out
+
+    def _pack(self, heads: GraphHeads, rows: list[int], out: dict[str, np.ndarray]) -> dict[int, PackedDetections]:
+        """Packed detections by row; a row whose packing fails becomes an error row, alone."""
+        try:
+            return dict(zip(rows, self.post.pack(heads)))
+        except Exception:
+            packed, out["error"] = {}, out["error"].copy()
+            for j, i in enumerate(rows):
+                one = GraphHeads(**{name: getattr(heads, name)[j : j + 1] for name in GRAPH_OUTPUTS})
+                try:
+                    [packed[i]] = self.post.pack(one)
+                except Exception as exc:
+                    out["error"][i] = f"postprocess failed: {type(exc).__name__}: {str(exc)[:300]}"
+            return packed
 
 
 def postprocess_stage(batch: dict[str, np.ndarray], *, post: Postprocessor, model: ModelRef) -> pa.Table:

@@ -135,6 +135,8 @@ def counts_to_strings(counts: list[np.ndarray]) -> list[str]:
         return []
     lengths = np.array([len(c) for c in counts])
     flat = np.concatenate(counts).astype(np.int64, copy=False)
+    if flat.size == 0:
+        return [""] * len(counts)
     # Every count but the first three of its mask is stored as the delta to the count
     # two places earlier.
     x = flat.copy()
@@ -157,7 +159,7 @@ def counts_to_strings(counts: list[np.ndarray]) -> list[str]:
     chars = ((np.repeat(x, n) >> (5 * k)) & 0x1F) + (48 + 0x20)  # arithmetic shift, like C
     chars[end - 1] -= 0x20  # the last chunk of a value has no continuation bit
     text = chars.astype(np.uint8).tobytes().decode("ascii")
-    bounds = np.r_[0, end[np.cumsum(lengths) - 1]]
+    bounds = np.r_[0, end][np.r_[0, np.cumsum(lengths)]]  # each mask's first and last char
     return [text[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist())]
 
 

@@ -1,6 +1,8 @@
 """The pipeline's stages are plain functions and a plain class: chained here without Ray,
 they give the rows of the Python API, and one failing image never takes its batch along."""
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -114,3 +116,32 @@ def test_stage_sizes():
     with pytest.raises(RuntimeError, match="the cluster has 0 GPUs"):
         check_capacity(Resources(gpus_per_actor=1), {"CPU": 8.0})
     assert local_cpus(Resources(actors=(1, 3), cpus_per_actor=0.5)) >= 3
+
+
+PACK_CALLS: list[int] = []
+
+
+@dataclass(frozen=True)
+class FlakyPostprocessor(Postprocessor):
+    """Fails to pack any batch of more than one image, and the second single image."""
+
+    def pack(self, heads):
+        PACK_CALLS.append(len(heads))
+        if len(heads) > 1 or len(PACK_CALLS) == 3:
+            raise ValueError("boom")
+        return super().pack(heads)
+
+
+def test_an_image_whose_packing_fails_becomes_an_error_row_alone(tmp_path, graph_model_path):
+    plan = make_plan(tmp_path, graph_model_path)
+    PACK_CALLS.clear()
+    actor = ModelActor(plan.model, FlakyPostprocessor(plan.model_config, "graph"))
+    batch = {"image_uri": np.array(["a", "b", "c"], object), "image_id": np.array(["", "", ""], object),
+             "error": np.array(["", "", ""], object), "height": np.full(3, 40, np.int32),
+             "width": np.full(3, 50, np.int32), "input": np.zeros((3, 3, 550, 550), np.float32)}
+    out = actor(batch)
+    assert PACK_CALLS == [3, 1, 1, 1] and list(batch["error"]) == ["", "", ""]  # the input is not modified
+    assert list(out["error"]) == ["", "postprocess failed: ValueError: boom", ""]
+    assert [len(v) for v in out["scores"]] == [100, 0, 100]
+    rows = postprocess_stage(out, post=plan.postprocessor, model=REF).to_pylist()
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"] and len(rows[0]["instances"]) > 0
