@@ -5,7 +5,9 @@ resolution, zeroes it outside the (padded) box, upsamples the whole stack to the
 size with ``F.interpolate(bilinear, align_corners=False)`` and thresholds at 0.5. A mask
 is zero outside its crop window, so only the output pixels whose bilinear footprint
 touches that window can be on; ``paste_mask`` computes exactly those, with the same
-float32 weights and operation order as torch, and nothing else.
+float32 weights and operation order as torch, and nothing else: by gathers for large masks,
+by products with one-hot weight matrices for small ones (one non-zero term per output, so
+the same roundings; fewer numpy calls).
 """
 
 from __future__ import annotations
