@@ -157,6 +157,7 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--actors", type=_actors, default=(1, 1), help="model actors: N, or MIN-MAX to autoscale (1)")
     c.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per model actor; 0 = CPU inference (0)")
     c.add_argument("--cpus-per-actor", type=float, default=1.0, help="logical CPUs reserved per model actor (1)")
+    c.add_argument("--actor-memory", type=float, help="GiB of memory reserved per model actor (default: none)")
     c.add_argument("--intra-op-threads", type=int, help="ONNX Runtime threads per actor (default: its own)")
     c.add_argument("--read-block", type=int, default=16, help="images per read task (16)")
     c.add_argument("--decode-cpus", type=float, default=1.0, help="CPUs per decode and per mask/RLE task (1)")
@@ -204,7 +205,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         resources=Resources(
             backend=args.backend, providers=kw["providers"], engine_cache=args.engine_cache,
             batch_size=kw["batch_size"], actors=args.actors,
-            gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor, cpus_per_actor=args.cpus_per_actor, actor_memory_gb=args.actor_memory,
             intra_op_threads=args.intra_op_threads, read_block=args.read_block, decode_cpus=args.decode_cpus,
             io_cpus=args.io_cpus, commit_size=args.commit_size, stall_timeout_s=args.stall_timeout,
         ),

@@ -55,7 +55,7 @@ def build_pipeline(plan: Plan) -> ray.data.Dataset:
     # GPU (or CPU): the network, in an actor pool that loads the model once per actor.
     ds = ds.map_batches(ModelActor, fn_constructor_kwargs=dict(spec=plan.model, post=plan.postprocessor), compute=pool,
                         batch_size=r.batch_size, batch_format="numpy", num_gpus=r.gpus_per_actor,
-                        num_cpus=r.cpus_per_actor)
+                        num_cpus=r.cpus_per_actor, **_actor_memory(r))
     # CPU: NMS (raw heads), mask upsample + threshold, COCO RLE -> rows of schema.ROW_SCHEMA.
     ds = ds.map_batches(postprocess_stage, fn_kwargs=dict(post=plan.postprocessor, model=plan.ref),
                         batch_format="numpy", num_cpus=r.decode_cpus)
@@ -78,6 +78,10 @@ def _decode_memory(images: int, config: ModelConfig) -> int:
     into the next (actor) stage only when their resource requests are equal.
     """
     return 200 * 2**20 + images * 2 * 3 * config.input_size**2 * 4
+
+
+def _actor_memory(r: Resources) -> dict:
+    return {} if r.actor_memory_gb is None else {"memory": int(r.actor_memory_gb * 2**30)}
 
 
 def read_stage(items: pa.Table, *, storage: StorageOptions) -> pa.Table:
@@ -249,6 +253,12 @@ def check_capacity(r: Resources, cluster: dict[str, float]) -> None:
             f"the cluster has {cpus:g} CPUs; {r.actors[1]} model actors x {r.cpus_per_actor:g} CPU plus one decode "
             f"({r.decode_cpus:g}) and one read task ({r.io_cpus:g}) need {need:g} and would stall: lower --actors or "
             "--cpus-per-actor"
+        )
+    memory = cluster.get("memory", 0.0) / 2**30
+    if r.actor_memory_gb is not None and r.actors[0] * r.actor_memory_gb > memory:
+        raise RuntimeError(
+            f"the cluster has {memory:.1f} GiB of memory for tasks and actors; {r.actors[0]} model actors x "
+            f"{r.actor_memory_gb:g} GiB do not fit: lower --actor-memory or --actors, or add nodes"
         )
     if r.gpus_per_actor and r.actors[0] * r.gpus_per_actor > gpus:
         raise RuntimeError(

@@ -130,7 +130,9 @@ def test_graph_contract_rows_cross_ray_packed_and_equal_the_python_api(tmp_path,
     for name, blob in images.items():
         (folder / name).write_bytes(blob)
     out = tmp_path / "out"
-    run_segment("--input", folder, "--model", graph_model_path, "--output", out, "--batch-size", "3", *SETTINGS)
+    # (--actor-memory: the actor's memory reservation reaches Ray and is honoured.)
+    run_segment("--input", folder, "--model", graph_model_path, "--output", out, "--batch-size", "3",
+                "--actor-memory", "0.5", *SETTINGS)
     rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in read_rows(out)}
     model = YolactModel(str(graph_model_path), score_threshold=0.1, max_detections=60)
     assert sorted(rows) == sorted(images)

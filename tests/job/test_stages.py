@@ -116,6 +116,11 @@ def test_stage_sizes():
     with pytest.raises(RuntimeError, match="the cluster has 0 GPUs"):
         check_capacity(Resources(gpus_per_actor=1), {"CPU": 8.0})
     assert local_cpus(Resources(actors=(1, 3), cpus_per_actor=0.5)) >= 3
+    check_capacity(Resources(actors=(2, 2), actor_memory_gb=3), {"CPU": 8.0, "memory": 6.0 * 2**30})
+    with pytest.raises(RuntimeError, match=r"6.0 GiB of memory .* 2 model actors x 4 GiB do not fit"):
+        check_capacity(Resources(actors=(2, 2), actor_memory_gb=4), {"CPU": 8.0, "memory": 6.0 * 2**30})
+    with pytest.raises(ValueError, match="actor-memory must be > 0 GiB, got 0"):
+        Resources(actor_memory_gb=0)
 
 
 PACK_CALLS: list[int] = []
