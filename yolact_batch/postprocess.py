@@ -75,6 +75,7 @@ def _finish(
     classes: np.ndarray,
     scores: np.ndarray,
     block: Callable[[int, np.ndarray], np.ndarray],
+    windows: np.ndarray,
     proto_size: tuple[int, int],
     image_size: ImageSize,
     output: OutputSettings,
@@ -82,14 +83,14 @@ def _finish(
 ) -> Detections:
     """Integer boxes, masks and RLEs for detections already selected and sorted.
 
-    ``block(i, window)`` returns detection ``i``'s mask values inside ``window``.
+    ``windows`` (``mask_windows``) bound each mask; ``block(i, window)`` returns detection
+    ``i``'s mask values inside its window.
     """
     height, width = image_size
     pixel_boxes = boxes_to_pixels(boxes, width, height)
     # The reference writes only boxes with a positive integer area; so do we, everywhere.
     valid = np.flatnonzero((pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]) > 0)
     hp, wp = proto_size
-    windows = mask_windows(boxes, proto_size, output.crop_masks)
     rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
     blocks = (block(i, windows[i]) for i in valid)
     counts = [
@@ -130,7 +131,9 @@ def postprocess_raw(
             return sigmoid(proto[r0:r1, c0:c1] @ coeffs[i])
 
         results.append(
-            _finish(boxes[keep], classes[keep], scores[keep], block, proto.shape[:2], image_size, settings.output, config)
+            _finish(boxes[keep], classes[keep], scores[keep], block,
+                    mask_windows(boxes[keep], proto.shape[:2], settings.output.crop_masks), proto.shape[:2],
+                    image_size, settings.output, config)
         )
     return results
 
@@ -196,7 +199,7 @@ def postprocess_packed(
             return values[ends[i] - h * w : ends[i]].reshape(h, w)
 
         results.append(
-            _finish(item.boxes, item.classes, item.scores, block, item.proto_size, image_size, output, config)
+            _finish(item.boxes, item.classes, item.scores, block, windows, item.proto_size, image_size, output, config)
         )
     return results
 

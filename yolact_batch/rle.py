@@ -59,10 +59,11 @@ def string_to_counts(s: str | bytes) -> np.ndarray:
 
 
 def _counts_from_starts(starts: np.ndarray, n_pixels: int) -> np.ndarray:
-    """Run lengths from the sorted column-major indices where a new run starts."""
-    # A start at n_pixels is a run ending with the image: pycocotools emits no
-    # trailing 0.  A start at 0 yields the leading 0 for an "on" first pixel.
-    starts = starts[starts < n_pixels]
+    """Run lengths from the sorted column-major indices (at most ``n_pixels``) where a new run starts."""
+    # A start at n_pixels (only the last can be) is a run ending with the image: pycocotools
+    # emits no trailing 0.  A start at 0 yields the leading 0 for an "on" first pixel.
+    if starts.size and starts[-1] == n_pixels:
+        starts = starts[:-1]
     edges = np.concatenate(([0], starts, [n_pixels]))
     return edges[1:] - edges[:-1]
 
@@ -90,12 +91,7 @@ def _box_counts(box: np.ndarray, top: int, left: int, height: int, width: int) -
     starts += y
     starts += left * height + top
     starts.sort()
-    # The first count is the zeros before the first run; a run ending with the image
-    # gets no trailing count.
-    edges = np.concatenate(([0], starts, [n_pixels]))
-    if edges[-2] == n_pixels:
-        edges = edges[:-1]
-    return edges[1:] - edges[:-1]
+    return _counts_from_starts(starts, n_pixels)
 
 
 def _encode_box(box: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
