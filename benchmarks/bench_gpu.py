@@ -41,9 +41,8 @@ import threading
 import time
 from pathlib import Path
 
-from _common import SHARED, require_shared  # noqa: E402  (puts the repository on sys.path)
-
 import numpy as np  # noqa: E402
+from _common import SHARED, require_shared  # noqa: E402  (puts the repository on sys.path)
 
 RUNTIMES = ("tensorrt", "ort-cuda", "torch-cuda", "ort-cpu")
 TARGETS = {"e2e_img_s_per_gpu_yolact_base": 1500, "gpu_util_pct": 85}
@@ -124,7 +123,7 @@ def prepare(names: list[str], runtime: str, folder: Path) -> dict[str, dict[str,
         paths[name] = {"checkpoint": checkpoint}
         if runtime != "torch-cuda":
             try:
-                from yolact_batch.export import export_onnx
+                from yolact_batch.torchnet import export_onnx
             except ImportError as exc:
                 skip(f"exporting the benchmark models needs the 'export' extra (torch, onnx): {exc}")
             paths[name]["onnx"] = export_onnx(checkpoint, name, folder / f"{name}_graph.onnx", contract="graph")
@@ -136,8 +135,8 @@ class Runner:
 
     def __init__(self, runtime: str, name: str, paths: dict, precision: str, max_batch: int, engine_cache: str,
                  slots: int) -> None:  # fmt: skip
-        from yolact_batch.configs import get_config
-        from yolact_batch.heads import GRAPH_OUTPUTS, GraphHeads
+        from yolact_batch.core.configs import get_config
+        from yolact_batch.core.heads import GRAPH_OUTPUTS, GraphHeads
 
         self.close = lambda: None
         self.run_many = self._one_by_one
@@ -162,7 +161,6 @@ class Runner:
             self.run = TorchGraph(get_config(name), paths["checkpoint"], precision, max_batch)
             self.detail = f"torch {__import__('torch').__version__} CUDA twin (proxy for TensorRT)"
 
-
     def _one_by_one(self, batches):
         for images in batches:
             yield self.run(images)
@@ -174,8 +172,8 @@ class TorchGraph:
     def __init__(self, config, checkpoint: Path, precision: str, max_batch: int) -> None:
         import torch
 
-        from yolact_batch.export import load_checkpoint
-        from yolact_batch.export.graph import GraphHead
+        from yolact_batch.torchnet import load_checkpoint
+        from yolact_batch.torchnet.graph import GraphHead
 
         torch.backends.cudnn.benchmark = True
         self.torch, self.device = torch, torch.device("cuda")
@@ -187,7 +185,7 @@ class TorchGraph:
         self.pinned = torch.empty((max_batch, 3, side, side), dtype=torch.float32).pin_memory()
 
     def __call__(self, images: np.ndarray):
-        from yolact_batch.heads import GraphHeads
+        from yolact_batch.core.heads import GraphHeads
 
         torch, n = self.torch, len(images)
         with torch.no_grad():
@@ -281,11 +279,11 @@ def measure_model(runner: Runner, images: np.ndarray, seconds: float, sample_gpu
 def e2e_worker(worker: int, args: dict, barrier, queue) -> None:
     """One CPU task + GPU actor pair: JPEG bytes -> rows, timed for ``args['seconds']`` after the barrier."""
     try:
-        from yolact_batch.coco import instances
-        from yolact_batch.configs import get_config
-        from yolact_batch.postprocess import Postprocessor
-        from yolact_batch.preprocess import decode_image, preprocess
-        from yolact_batch.settings import InferenceSettings, OutputSettings
+        from yolact_batch.core.coco import instances
+        from yolact_batch.core.configs import get_config
+        from yolact_batch.core.postprocess import Postprocessor
+        from yolact_batch.core.preprocess import decode_image, preprocess
+        from yolact_batch.core.settings import InferenceSettings, OutputSettings
 
         config = get_config(args["name"])
         settings = InferenceSettings(output=OutputSettings(score_threshold=args["score_threshold"]))
@@ -358,8 +356,12 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES))
-    parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
-                        help="e2e processes sharing the GPU (each holds its own model/engine context in GPU memory)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(os.cpu_count() or 1, 8),
+        help="e2e processes sharing the GPU (each holds its own model/engine context in GPU memory)",
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
     parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache (default: a temp folder)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="0: reference eval; 0.3: pre-labeling")
@@ -378,8 +380,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         engine_cache = args.engine_cache or str(Path(tmp) / "engines")
         paths = prepare(names, runtime, Path(tmp))
-        from yolact_batch.configs import get_config
-        from yolact_batch.preprocess import decode_image, preprocess
+        from yolact_batch.core.configs import get_config
+        from yolact_batch.core.preprocess import decode_image, preprocess
 
         jpegs = jpeg_bytes()
         for name in names:

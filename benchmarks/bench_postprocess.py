@@ -23,14 +23,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+from _common import interleaved_median_ms, require_shared  # noqa: E402
 from pycocotools import mask as coco_mask  # noqa: E402
 
-from _common import interleaved_median_ms, require_shared  # noqa: E402
-from yolact_batch.configs import get_config  # noqa: E402
-from yolact_batch.heads import RawHeads  # noqa: E402
-from yolact_batch.masks import crop_windows, sigmoid  # noqa: E402
-from yolact_batch.postprocess import Postprocessor, detect  # noqa: E402
-from yolact_batch.priors import make_priors  # noqa: E402
+from yolact_batch.core.configs import get_config  # noqa: E402
+from yolact_batch.core.heads import RawHeads  # noqa: E402
+from yolact_batch.core.masks import crop_windows, sigmoid  # noqa: E402
+from yolact_batch.core.postprocess import Postprocessor, detect  # noqa: E402
+from yolact_batch.core.priors import make_priors  # noqa: E402
 
 HEIGHT, WIDTH, REPEATS = 480, 640, 41
 
@@ -57,20 +57,32 @@ def main() -> None:
     boxes, classes, scores, prior_idx = detect(heads.loc[0], heads.conf[0], priors)
     coeffs = heads.mask[0][prior_idx]
 
-    detect_ms, full_ms, base_ms = interleaved_median_ms([
-        lambda: detect(heads.loc[0], heads.conf[0], priors),
-        lambda: post(heads, [(HEIGHT, WIDTH)]),
-        lambda: baseline(heads.proto[0], coeffs, boxes),
-    ], REPEATS)
+    detect_ms, full_ms, base_ms = interleaved_median_ms(
+        [
+            lambda: detect(heads.loc[0], heads.conf[0], priors),
+            lambda: post(heads, [(HEIGHT, WIDTH)]),
+            lambda: baseline(heads.proto[0], coeffs, boxes),
+        ],
+        REPEATS,
+    )
     ours_ms = full_ms - detect_ms
     dets = post(heads, [(HEIGHT, WIDTH)])[0]
-    print(json.dumps({
-        "bench": "postprocess", "image": [HEIGHT, WIDTH], "detections": len(dets), "threads": 1,
-        "ours_detect_ms": round(detect_ms, 2), "ours_post_ms": round(ours_ms, 2),
-        "ours_detect_plus_post_ms": round(full_ms, 2), "baseline_post_ms": round(base_ms, 2),
-        "ratio_baseline_over_ours_post": round(base_ms / ours_ms, 1),
-        "target_post_ms": 15.0,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "postprocess",
+                "image": [HEIGHT, WIDTH],
+                "detections": len(dets),
+                "threads": 1,
+                "ours_detect_ms": round(detect_ms, 2),
+                "ours_post_ms": round(ours_ms, 2),
+                "ours_detect_plus_post_ms": round(full_ms, 2),
+                "baseline_post_ms": round(base_ms, 2),
+                "ratio_baseline_over_ours_post": round(base_ms / ours_ms, 1),
+                "target_post_ms": 15.0,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

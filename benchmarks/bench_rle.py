@@ -1,6 +1,6 @@
 """RLE-encode 100 box-confined instance masks of a 480x640 image.
 
-(a) ``yolact_batch.rle.encode_in_box`` on the box crop, (b) the usual baseline:
+(a) ``yolact_batch.core.rle.encode_in_box`` on the box crop, (b) the usual baseline:
 paste into a full-size uint8 mask, ``np.asfortranarray``, ``pycocotools.mask.encode``.
 Prints one JSON line with ms per image (median over repeats) and the speedup.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from pycocotools import mask as coco
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from yolact_batch import rle  # noqa: E402
+from yolact_batch.core import rle  # noqa: E402
 
 H, W, N_MASKS, REPEATS = 480, 640, 100, 21
 
@@ -46,7 +46,7 @@ def baseline(masks):
     res = []
     for b, t, left in masks:
         full = np.zeros((H, W), np.uint8)
-        full[t:t + b.shape[0], left:left + b.shape[1]] = b
+        full[t : t + b.shape[0], left : left + b.shape[1]] = b
         res.append(coco.encode(np.asfortranarray(full)))
     return res
 
@@ -68,11 +68,19 @@ def main() -> None:
     for a, b in zip(ours(masks), baseline(masks)):
         assert a["counts"] == b["counts"].decode("ascii") and a["size"] == list(b["size"])
     ours_ms, base_ms = median_ms([ours, baseline], masks)
-    print(json.dumps({
-        "bench": "rle_encode", "image": [H, W], "masks_per_image": N_MASKS,
-        "ours_encode_in_box_ms": round(ours_ms, 3), "pycocotools_full_mask_ms": round(base_ms, 3),
-        "speedup": round(base_ms / ours_ms, 2), "identical": True,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "rle_encode",
+                "image": [H, W],
+                "masks_per_image": N_MASKS,
+                "ours_encode_in_box_ms": round(ours_ms, 3),
+                "pycocotools_full_mask_ms": round(base_ms, 3),
+                "speedup": round(base_ms / ours_ms, 2),
+                "identical": True,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

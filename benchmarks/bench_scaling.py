@@ -45,8 +45,22 @@ from bench_job import golden_model
 
 from tests.cluster.ray_nodes import LocalCluster, RayNode
 
-STAGES = ["--batch-size", "2", "--read-block", "2", "--commit-size", "2", "--intra-op-threads", "1",
-          "--cpus-per-actor", "0.5", "--decode-cpus", "0.25", "--io-cpus", "0.125"]
+STAGES = [
+    "--batch-size",
+    "2",
+    "--read-block",
+    "2",
+    "--commit-size",
+    "2",
+    "--intra-op-threads",
+    "1",
+    "--cpus-per-actor",
+    "0.5",
+    "--decode-cpus",
+    "0.25",
+    "--io-cpus",
+    "0.125",
+]
 SHORT = 4  # images of the short job whose wall time is the fixed cost
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -110,17 +124,36 @@ def run_jobs(nodes: int, cores: list[int], model: Path, images: Path, count: int
         short = _job(cluster, nodes, model, images, SHORT, root / f"out{nodes}-short")
         with CpuMeter(workers) as cpu:
             full = _job(cluster, nodes, model, images, count, root / f"out{nodes}")
-    return {"images": full["images"], "img_s": full["images_per_s"],
-            "steady_img_s": (full["images"] - short["images"]) / (full["wall_s"] - short["wall_s"]),
-            "node_cores": cpu.seconds / cpu.wall, "node_cpu_s_per_image": cpu.seconds / full["images"],
-            "nodes_with_actor": len(cpu.actor_nodes)}
+    return {
+        "images": full["images"],
+        "img_s": full["images_per_s"],
+        "steady_img_s": (full["images"] - short["images"]) / (full["wall_s"] - short["wall_s"]),
+        "node_cores": cpu.seconds / cpu.wall,
+        "node_cpu_s_per_image": cpu.seconds / full["images"],
+        "nodes_with_actor": len(cpu.actor_nodes),
+    }
 
 
 def _job(cluster: LocalCluster, nodes: int, model: Path, images: Path, count: int, out: Path) -> dict:
     """``ray job submit`` the job, wait for it; its ``_SUCCESS``."""
-    job = cluster.submit(["python", "jobs/segment.py", "--input", str(images), "--model", str(model),
-                          "--output", str(out), "--limit", str(count), "--actors", str(nodes), *STAGES],
-                         working_dir=REPO)
+    job = cluster.submit(
+        [
+            "python",
+            "jobs/segment.py",
+            "--input",
+            str(images),
+            "--model",
+            str(model),
+            "--output",
+            str(out),
+            "--limit",
+            str(count),
+            "--actors",
+            str(nodes),
+            *STAGES,
+        ],
+        working_dir=REPO,
+    )
     status = cluster.wait_job(job, timeout=1800)
     if status != "SUCCEEDED":
         raise RuntimeError(f"the job on {nodes} node(s) ended {status}:\n{cluster.job_logs(job)[-5000:]}")
@@ -139,14 +172,26 @@ def main() -> None:
         one = run_jobs(1, cores, model, images, args.images, Path(tmp))
         two = run_jobs(2, cores, model, images, args.images, Path(tmp))
     assert one["images"] == two["images"] == args.images, (one, two)
-    figures = {f"{name}_{label}": round(run[name], 3) for label, run in (("1_node", one), ("2_nodes", two))
-               for name in ("img_s", "steady_img_s", "node_cores", "node_cpu_s_per_image", "nodes_with_actor")}
-    print(json.dumps({
-        "bench": "scaling", "model": "yolact_resnet50 (golden weights, graph contract)", "images": args.images,
-        "cpus_per_node": 1, **figures, "ratio": round(two["img_s"] / one["img_s"], 3),
-        "steady_ratio": round(two["steady_img_s"] / one["steady_img_s"], 3),
-        "machine_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 2),
-    }))
+    figures = {
+        f"{name}_{label}": round(run[name], 3)
+        for label, run in (("1_node", one), ("2_nodes", two))
+        for name in ("img_s", "steady_img_s", "node_cores", "node_cpu_s_per_image", "nodes_with_actor")
+    }
+    print(
+        json.dumps(
+            {
+                "bench": "scaling",
+                "model": "yolact_resnet50 (golden weights, graph contract)",
+                "images": args.images,
+                "cpus_per_node": 1,
+                **figures,
+                "ratio": round(two["img_s"] / one["img_s"], 3),
+                "steady_ratio": round(two["steady_img_s"] / one["steady_img_s"], 3),
+                "machine_cores": os.cpu_count(),
+                "load_avg": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

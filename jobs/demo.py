@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from yolact_batch.backends.factory import BackendOptions
+from yolact_batch.core.synthetic import SHAPES_SEED, make_dataset
+from yolact_batch.evaluation.overlays import render_overlays
 from yolact_batch.evaluation.run import evaluate_output
-from yolact_batch.job import JobConfig, Resources, run
-from yolact_batch.overlays import render_overlays
-from yolact_batch.sources import SourceOptions
-from yolact_batch.synthetic import SHAPES_SEED, make_dataset
+from yolact_batch.io.sources import SourceOptions
+from yolact_batch.job.config import JobConfig, Resources
+from yolact_batch.job.plan import run
 
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "yolact_batch" / "models" / "yolact_shapes.onnx"
 
@@ -41,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: {args.images} held-out synthetic images -> {truth.parent}", file=sys.stderr)
 
     job = JobConfig(
-        input=str(truth), output=str(out / "run"), model=str(BUNDLED_MODEL),
+        input=str(truth),
+        output=str(out / "run"),
+        model=str(BUNDLED_MODEL),
         source=SourceOptions(format="coco", image_root=str(truth.parent)),
-        resources=Resources(batch_size=8, read_block=8),
+        resources=Resources(backend=BackendOptions(batch_size=8), read_block=8),
         overwrite=True,  # a demo rerun starts over
     )
     run(job)

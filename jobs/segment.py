@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the uploaded working dir holds yolact_batch
 
-from yolact_batch.cli import main  # noqa: E402
+from yolact_batch.cli.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(["segment", *sys.argv[1:]]))

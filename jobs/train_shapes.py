@@ -2,7 +2,7 @@
 
     .venv/bin/python jobs/train_shapes.py            # the shipped model: see yolact_batch/models/MODEL_CARD.md
 
-Steps: generate the train / held-out splits if missing (``yolact_batch.synthetic``), train from
+Steps: generate the train / held-out splits if missing (``yolact_batch.core.synthetic``), train from
 scratch with YOLACT's losses (``yolact_batch.training``), save the state dict, export it with our
 exporter (graph contract) and measure COCO box / mask AP on the held-out split twice: through
 the torch network with host post-processing and through the ONNX model with ``YolactModel``.
@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yolact_batch.configs import ModelConfig
-from yolact_batch.export import export_onnx, load_checkpoint
-from yolact_batch.export.network import Yolact
-from yolact_batch.heads import RawHeads
+from yolact_batch.backends.factory import BackendOptions
+from yolact_batch.core.configs import ModelConfig
+from yolact_batch.core.heads import RawHeads
+from yolact_batch.core.postprocess import Postprocessor
+from yolact_batch.core.preprocess import preprocess
+from yolact_batch.core.priors import make_priors
+from yolact_batch.core.synthetic import SHAPES_SEED, make_dataset
 from yolact_batch.model import YolactModel
-from yolact_batch.postprocess import Postprocessor
-from yolact_batch.preprocess import preprocess
-from yolact_batch.priors import make_priors
-from yolact_batch.synthetic import SHAPES_SEED, make_dataset
+from yolact_batch.torchnet import export_onnx, load_checkpoint
+from yolact_batch.torchnet.network import Yolact
 from yolact_batch.training.data import CocoInstances, batch_order
 from yolact_batch.training.evaluate import coco_metrics, predict_split
 from yolact_batch.training.losses import LossWeights, yolact_loss
@@ -39,8 +40,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=Path.home() / ".cache/yolact_batch/shapes",
-                        help="where the synthetic splits are (generated when missing)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path.home() / ".cache/yolact_batch/shapes",
+        help="where the synthetic splits are (generated when missing)",
+    )
     parser.add_argument("--train-images", type=int, default=6000)
     parser.add_argument("--val-images", type=int, default=500)
     parser.add_argument("--data-seed", type=int, default=SHAPES_SEED, help="seed of the synthetic dataset")
@@ -98,8 +103,9 @@ def train(args: argparse.Namespace, train_json: Path, config: ModelConfig) -> fl
         for indices in batch_order(len(dataset), batch_size=args.batch_size, seed=args.seed, epoch=epoch):
             if iteration >= args.iterations:
                 break
-            samples = [dataset.sample(int(i), flip_x=flips.random() < 0.5, flip_y=flips.random() < 0.5)
-                       for i in indices]
+            samples = [
+                dataset.sample(int(i), flip_x=flips.random() < 0.5, flip_y=flips.random() < 0.5) for i in indices
+            ]
             images = torch.from_numpy(np.stack([s[0] for s in samples])).contiguous(memory_format=torch.channels_last)
             lr = learning_rate(iteration, peak=args.lr, warmup=args.warmup, total=args.iterations)
             for group in optimizer.param_groups:
@@ -118,8 +124,11 @@ def train(args: argparse.Namespace, train_json: Path, config: ModelConfig) -> fl
             if iteration % args.log_every == 0 or iteration == args.iterations:
                 elapsed = time.monotonic() - start
                 shown = " ".join(f"{k} {v:.3f}" for k, v in running.items())
-                print(f"iter {iteration}/{args.iterations} epoch {epoch} lr {lr:.2e} {shown} "
-                      f"[{elapsed / 60:.1f} min, {elapsed / iteration:.2f} s/iter]", flush=True)
+                print(
+                    f"iter {iteration}/{args.iterations} epoch {epoch} lr {lr:.2e} {shown} "
+                    f"[{elapsed / 60:.1f} min, {elapsed / iteration:.2f} s/iter]",
+                    flush=True,
+                )
                 running = {}
             if iteration % 500 == 0:  # progress can be evaluated, and a crash costs at most 500 iterations
                 torch.save(network.state_dict(), args.checkpoint)
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     network = load_checkpoint(args.checkpoint, config)
     torch_metrics = coco_metrics(val_json, predict_split(val_json, torch_predictor(network, config)))
     export_onnx(args.checkpoint, config, args.output, contract="graph")
-    model = YolactModel(str(args.output), intra_op_threads=args.threads)
+    model = YolactModel(str(args.output), backend=BackendOptions(intra_op_threads=args.threads))
     onnx_metrics = coco_metrics(val_json, predict_split(val_json, model))
     summary = {
         "seed": args.seed,

@@ -54,7 +54,7 @@ def golden_checkpoint(golden_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def exported(golden_checkpoint, tmp_path_factory):
     """``exported(name, contract) -> Path``: the golden checkpoint exported to ONNX, once per session."""
-    from yolact_batch.export import export_onnx
+    from yolact_batch.torchnet import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     models: dict[tuple[str, str], Path] = {}

@@ -19,7 +19,10 @@ MODEL = REPO / "yolact_batch" / "models" / "yolact_shapes.onnx"
 def test_demo_segments_evaluates_and_draws(tmp_path):
     result = subprocess.run(
         [sys.executable, "jobs/demo.py", "--images", "32", "--output", str(tmp_path)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     summary = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())["metrics"]

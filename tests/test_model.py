@@ -7,10 +7,11 @@ import pytest
 
 from tests.conftest import golden_case, golden_image_bytes
 from tests.onnx_models import constant_heads_model
-from yolact_batch.configs import get_config
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.backends.factory import BackendOptions
+from yolact_batch.core.configs import get_config
+from yolact_batch.core.metadata import ModelMetadata
+from yolact_batch.core.settings import DetectSettings
 from yolact_batch.model import YolactModel
-from yolact_batch.settings import DetectSettings
 
 CFG = get_config("yolact_resnet50")
 IMAGE_ID = 184324
@@ -44,7 +45,7 @@ def test_bytes_and_arrays_give_reference_detections(raw_model, golden):
 
 
 def test_batching_splits_and_keeps_order(raw_model):
-    model = YolactModel(str(raw_model), batch_size=2)
+    model = YolactModel(str(raw_model), backend=BackendOptions(batch_size=2))
     images = [np.zeros((10 + i, 20, 3), np.uint8) for i in range(5)]
     assert [d.image_size for d in model(images)] == [(10 + i, 20) for i in range(5)]
 
@@ -100,6 +101,6 @@ def test_graph_model_refuses_settings_it_cannot_honour(tmp_path):
 
 def test_unknown_provider_is_a_clear_error(raw_model):
     with pytest.raises(ValueError, match="unknown execution provider 'tpu'"):
-        YolactModel(str(raw_model), providers=["tpu"])
+        YolactModel(str(raw_model), backend=BackendOptions(providers=["tpu"]))
     with pytest.raises(RuntimeError, match="gpu' extra"):
-        YolactModel(str(raw_model), providers=["cuda"])
+        YolactModel(str(raw_model), backend=BackendOptions(providers=["cuda"]))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from yolact_batch.synthetic import SHAPE_CLASSES, SHAPES_SEED, make_dataset
+from yolact_batch.core.synthetic import SHAPE_CLASSES, SHAPES_SEED, make_dataset
 from yolact_batch.training.evaluate import coco_metrics, predict_split
 
 MODEL = Path(__file__).resolve().parents[1] / "yolact_batch" / "models" / "yolact_shapes.onnx"
@@ -22,9 +22,10 @@ def shapes_model():
     pytest.importorskip("onnxruntime", reason="needs the 'cpu' extra (onnxruntime)")
     if not MODEL.is_file():
         pytest.skip(f"shipped model {MODEL} not found: train it with jobs/train_shapes.py")
+    from yolact_batch.backends.factory import BackendOptions
     from yolact_batch.model import YolactModel
 
-    return YolactModel(str(MODEL), intra_op_threads=2)
+    return YolactModel(str(MODEL), backend=BackendOptions(intra_op_threads=2))
 
 
 def test_metadata_names_the_shape_classes(shapes_model):

@@ -13,10 +13,10 @@ from yolact_batch.backends.engine_cache import (
     cache_fields,
     engine_cache_key,
     load_or_build,
-    model_digest,
     pack_engine,
     unpack_engine,
 )
+from yolact_batch.io.storage import model_digest
 
 DIGEST = "sha256:" + "ab" * 32
 KEY_ARGS = dict(onnx_digest=DIGEST, trt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3 sm90",
@@ -297,7 +297,9 @@ def test_builds_when_the_other_builder_failed(cache):
         cache.remove(NAME + ".building")  # it gave up without writing an engine
 
     runtime = StubRuntime()
-    assert load_or_build(cache, NAME, FIELDS, runtime.build, runtime.deserialize, clock=clock, sleep=sleep)[1] == "built"
+    assert (
+        load_or_build(cache, NAME, FIELDS, runtime.build, runtime.deserialize, clock=clock, sleep=sleep)[1] == "built"
+    )
     assert runtime.builds == 1
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -19,8 +18,8 @@ from yolact_batch.backends.engine_plan import (
     precision_plan,
     split_batches,
 )
-from yolact_batch.configs import get_config
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.core.configs import get_config
+from yolact_batch.core.metadata import ModelMetadata
 
 BASE = get_config("yolact_base")
 

@@ -16,10 +16,10 @@ import pytest
 
 from yolact_batch.backends.engine_plan import EngineSpec, contract_tensors
 from yolact_batch.backends.engine_runner import EngineRunner, host_array
-from yolact_batch.configs import ModelConfig, PriorConfig, feature_map_sizes
-from yolact_batch.heads import GraphHeads, RawHeads
-from yolact_batch.metadata import ModelMetadata
-from yolact_batch.settings import DetectSettings
+from yolact_batch.core.configs import ModelConfig, PriorConfig, feature_map_sizes
+from yolact_batch.core.heads import GraphHeads, RawHeads
+from yolact_batch.core.metadata import ModelMetadata
+from yolact_batch.core.settings import DetectSettings
 
 TINY = ModelConfig(
     name="tiny", backbone="resnet50",
@@ -206,7 +206,9 @@ def test_engine_that_does_not_match_the_contract_is_refused():
 
 def test_allocation_failure_frees_what_was_allocated():
     cudart = FakeCudart(fail_alloc_at=15)  # during the second slot (6 tensors x host + device per slot)
-    with pytest.raises(RuntimeError, match=r"cudaMalloc(Host)?\(\d+ bytes for '\w+'\) failed: cudaErrorMemoryAllocation"):
+    with pytest.raises(
+        RuntimeError, match=r"cudaMalloc(Host)?\(\d+ bytes for '\w+'\) failed: cudaErrorMemoryAllocation"
+    ):
         runner(cudart=cudart)
     assert cudart.buffers == {} and cudart.streams == 0
 

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 
 from tests.conftest import GOLDEN_IDS, golden_case
-from yolact_batch.backends.engine_cache import cache_fields, model_digest, unpack_engine
+from yolact_batch.backends.engine_cache import cache_fields, unpack_engine
 from yolact_batch.backends.engine_plan import EngineSpec
 from yolact_batch.backends.tensorrt import TensorRTBackend
-from yolact_batch.boxes import box_iou
-from yolact_batch.heads import RAW_OUTPUTS
-from yolact_batch.masks import sigmoid
+from yolact_batch.core.boxes import box_iou
+from yolact_batch.core.heads import RAW_OUTPUTS
+from yolact_batch.core.masks import sigmoid
+from yolact_batch.io.storage import model_digest
 
 pytestmark = pytest.mark.gpu
 CONFIGS = tuple(GOLDEN_IDS)  # yolact_resnet50, yolact_base
@@ -123,7 +124,9 @@ def test_raw_fp32_matches_golden_heads(backend, name):
     for b, gold in enumerate(golds):
         for key in RAW_OUTPUTS:
             got = getattr(heads, key)[b : b + 1]
-            np.testing.assert_allclose(got, gold[key], atol=FP32_ATOL, rtol=FP32_RTOL, err_msg=f"{name} image {b} {key}")
+            np.testing.assert_allclose(
+                got, gold[key], atol=FP32_ATOL, rtol=FP32_RTOL, err_msg=f"{name} image {b} {key}"
+            )
 
 
 @pytest.mark.slow

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from yolact_batch.backends import tensorrt as trt_backend
+from yolact_batch.backends.contract import inspect_onnx
 from yolact_batch.backends.engine_runner import cuda_check, host_array
-from yolact_batch.backends.tensorrt import TensorRTBackend, inspect_onnx
-from yolact_batch.configs import get_config
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.backends.tensorrt import TensorRTBackend
+from yolact_batch.core.configs import get_config
+from yolact_batch.core.metadata import ModelMetadata
 
 R50 = get_config("yolact_resnet50")
 

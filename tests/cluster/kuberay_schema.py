@@ -53,7 +53,9 @@ POD_TEMPLATE = obj(
         serviceAccountName={"type": STR},
     ),
 )
-HEAD_GROUP = obj(rayStartParams=str_map(), serviceType={"type": STR}, enableIngress={"type": BOOL}, template=POD_TEMPLATE)
+HEAD_GROUP = obj(
+    rayStartParams=str_map(), serviceType={"type": STR}, enableIngress={"type": BOOL}, template=POD_TEMPLATE
+)
 WORKER_GROUP = obj(
     groupName={"type": STR},
     replicas={"type": INT, "minimum": 0},

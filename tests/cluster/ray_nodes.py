@@ -186,8 +186,11 @@ class LocalCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         # The venv's bin first: `ray job submit ... -- python jobs/segment.py` runs this Python.
         # No drain on SIGTERM: it waits up to 30 s for leases that a test cluster need not hand over.
-        self.env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                    "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+        self.env = {
+            **env,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+        }
         self.object_store_memory = object_store_memory
         self.head: RayNode | None = None
         self.workers: list[RayNode] = []
@@ -216,16 +219,36 @@ class LocalCluster:
     def _start(self, name: str, args: list[str], cores: set[int] | None = None) -> RayNode:
         self.root.mkdir(parents=True, exist_ok=True)
         log = self.root / f"{name}.log"
-        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
-        command = [RAY, "start", "--block", *args, "--temp-dir", str(self.temp_dir), "--disable-usage-stats",
-                   "--object-store-memory", str(self.object_store_memory), "--min-worker-port", "0",
-                   "--max-worker-port", "0", *[a for p in ports for a in (p, str(free_port()))]]
+        ports = [
+            "--node-manager-port",
+            "--object-manager-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+            "--metrics-export-port",
+        ]
+        command = [
+            RAY,
+            "start",
+            "--block",
+            *args,
+            "--temp-dir",
+            str(self.temp_dir),
+            "--disable-usage-stats",
+            "--object-store-memory",
+            str(self.object_store_memory),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            *[a for p in ports for a in (p, str(free_port()))],
+        ]
         if cores:  # taskset execs the command: the node's PID stays that of `ray start`
             command = ["taskset", "--cpu-list", ",".join(map(str, sorted(cores))), *command]
         with log.open("w") as out:
-            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.root, start_new_session=True
+            )
         return RayNode(name, process, log)
 
     def start_head(self, num_cpus: float = 0, timeout: float = 90.0) -> RayNode:
@@ -233,9 +256,19 @@ class LocalCluster:
 
         def args() -> list[str]:
             self.gcs_port, self.dashboard_port = free_port(), free_port()
-            return ["--head", "--port", str(self.gcs_port), "--num-cpus", str(num_cpus), "--dashboard-host",
-                    "127.0.0.1", "--dashboard-port", str(self.dashboard_port), "--ray-client-server-port",
-                    str(free_port())]
+            return [
+                "--head",
+                "--port",
+                str(self.gcs_port),
+                "--num-cpus",
+                str(num_cpus),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--ray-client-server-port",
+                str(free_port()),
+            ]
 
         def ready() -> bool:
             return self._get("/api/version") is not None and self.alive_nodes() == 1
@@ -243,22 +276,29 @@ class LocalCluster:
         self.head = self._up("head", args, ready, None, timeout)
         return self.head
 
-    def add_workers(self, count: int, num_cpus: float, cores: list[set[int]] | None = None,
-                    timeout: float = 90.0) -> list[RayNode]:
+    def add_workers(
+        self, count: int, num_cpus: float, cores: list[set[int]] | None = None, timeout: float = 90.0
+    ) -> list[RayNode]:
         """``count`` x ``ray start --address HEAD``, one after the other (raylets starting together
         on one machine can collide on ports); waits until the cluster counts each alive.
 
         ``cores[i]``: the CPU cores the i-th new node and all its processes may run on (its
         logical ``num_cpus`` made physical, like a machine of that size); default: any core.
         """
+
         def args() -> list[str]:
             return ["--address", self.address, "--num-cpus", str(num_cpus)]
 
         nodes = []
         for i in range(count):
             alive = 2 + sum(w.process.poll() is None for w in self.workers)
-            node = self._up(f"worker{len(self.workers) + 1}", args, lambda n=alive: self.alive_nodes() == n,
-                            cores[i] if cores else None, timeout)
+            node = self._up(
+                f"worker{len(self.workers) + 1}",
+                args,
+                lambda n=alive: self.alive_nodes() == n,
+                cores[i] if cores else None,
+                timeout,
+            )
             self.workers.append(node)
             nodes.append(node)
         return nodes
@@ -288,8 +328,9 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for node in nodes:
                 if node.process.poll() is not None:
-                    raise NodeExited(f"ray start ({node.name}) exited {node.process.returncode}:\n"
-                                     + node.log.read_text()[-3000:])
+                    raise NodeExited(
+                        f"ray start ({node.name}) exited {node.process.returncode}:\n" + node.log.read_text()[-3000:]
+                    )
             if predicate():
                 return
             time.sleep(0.5)
@@ -307,13 +348,27 @@ class LocalCluster:
     def submit(self, entrypoint: list[str], working_dir: Path, timeout: float = 120.0) -> str:
         """``ray job submit --no-wait --working-dir DIR -- ENTRYPOINT``; returns the submission id."""
         job = f"test-{uuid.uuid4().hex[:10]}"
-        command = [RAY, "job", "submit", "--address", self.dashboard, "--submission-id", job, "--no-wait",
-                   "--working-dir", str(working_dir), "--", *entrypoint]
-        result = subprocess.run(command, check=False, capture_output=True, text=True, env=self.env,
-                                cwd=working_dir, timeout=timeout)
+        command = [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            self.dashboard,
+            "--submission-id",
+            job,
+            "--no-wait",
+            "--working-dir",
+            str(working_dir),
+            "--",
+            *entrypoint,
+        ]
+        result = subprocess.run(
+            command, check=False, capture_output=True, text=True, env=self.env, cwd=working_dir, timeout=timeout
+        )
         if result.returncode != 0:
-            raise RuntimeError(f"ray job submit exited {result.returncode}:\n{result.stdout[-3000:]}\n"
-                               f"{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"ray job submit exited {result.returncode}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return job
 
     def job_status(self, job: str) -> str:

@@ -74,9 +74,9 @@ def test_ray_up_config_validates_against_rays_own_schema():
 def test_rayjob_entrypoint_parses_with_the_segment_command():
     import shlex
 
-    from yolact_batch.cli import build_parser
+    from yolact_batch.cli.main import build_parser
 
     argv = shlex.split(load("kuberay/rayjob.yaml")["spec"]["entrypoint"])
     assert argv[:2] == ["python", "jobs/segment.py"]
     args = build_parser().parse_args(["segment", *argv[2:]])
-    assert args.gpus_per_actor == 1 and args.actors == (1, 8) and args.providers == "cuda"
+    assert args.gpus_per_actor == 1 and args.actors == (1, 8) and args.providers == ("cuda",)

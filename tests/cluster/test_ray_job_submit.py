@@ -15,12 +15,26 @@ from tests.conftest import REPO
 from tests.job.conftest import CFG, S3Server, job_env, jpeg_images, model_heads, wait_for
 from tests.job.models import slow_heads_model
 from tests.onnx_models import constant_heads_model
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.core.metadata import ModelMetadata
 
 JOB_TIMEOUT = 150
 # Small batches and commits: many commit units, so a node can be lost between two of them.
-STAGES = ["--batch-size", "2", "--commit-size", "2", "--read-block", "2", "--intra-op-threads", "1",
-          "--cpus-per-actor", "0.5", "--decode-cpus", "0.5", "--stall-timeout", "120"]
+STAGES = [
+    "--batch-size",
+    "2",
+    "--commit-size",
+    "2",
+    "--read-block",
+    "2",
+    "--intra-op-threads",
+    "1",
+    "--cpus-per-actor",
+    "0.5",
+    "--decode-cpus",
+    "0.5",
+    "--stall-timeout",
+    "120",
+]
 
 # The GCS declares a lost node dead after 5 failed health checks 1 s apart (Ray's default: 3 s apart).
 FAST_NODE_LOSS = {"RAY_health_check_period_ms": "1000"}
@@ -33,8 +47,10 @@ def models(tmp_path_factory) -> dict[str, bytes]:
     """The constant-head model (milliseconds per image) and the same heads behind a convolution."""
     folder = tmp_path_factory.mktemp("models")
     heads, meta = model_heads(), ModelMetadata(CFG, "raw")
-    return {"fast.onnx": constant_heads_model(folder / "fast.onnx", heads, meta).read_bytes(),
-            "slow.onnx": slow_heads_model(folder / "slow.onnx", heads, meta, channels=32).read_bytes()}
+    return {
+        "fast.onnx": constant_heads_model(folder / "fast.onnx", heads, meta).read_bytes(),
+        "slow.onnx": slow_heads_model(folder / "slow.onnx", heads, meta, channels=32).read_bytes(),
+    }
 
 
 @pytest.fixture
@@ -74,8 +90,20 @@ def put_images(server: S3Server, count: int) -> list[str]:
 
 def segment(server: S3Server, model: str, *stages: str) -> list[str]:
     """The entrypoint, as a user types it after `ray job submit --working-dir . --`."""
-    return ["python", "jobs/segment.py", "--input", "s3://data/images/", "--model", f"s3://data/models/{model}",
-            "--output", "s3://data/out", "--endpoint-url", server.endpoint, *STAGES, *stages]
+    return [
+        "python",
+        "jobs/segment.py",
+        "--input",
+        "s3://data/images/",
+        "--model",
+        f"s3://data/models/{model}",
+        "--output",
+        "s3://data/out",
+        "--endpoint-url",
+        server.endpoint,
+        *STAGES,
+        *stages,
+    ]
 
 
 def committed_files(server: S3Server) -> list[str]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import COCO_SUBSET, SHARED, require
-from yolact_batch.results_io import results_from_reference_dets, results_to_rows
+from yolact_batch.io.results_io import results_from_reference_dets, results_to_rows
 
 GT_FILE = COCO_SUBSET / "annotations" / "instances_val2017_subset.json"
 REFERENCE_DETS = SHARED / "reference_dets"
@@ -130,7 +130,9 @@ def noisy_results(dataset: dict, seed: int = 0) -> list[dict]:
     return out
 
 
-def rows_of(results: list[dict], dataset: dict, image_ids=None, *, uri_prefix: str = "s3://bucket/val2017/") -> list[dict]:
+def rows_of(
+    results: list[dict], dataset: dict, image_ids=None, *, uri_prefix: str = "s3://bucket/val2017/"
+) -> list[dict]:
     """Row-format rows for ground-truth images (default all) holding their ``results``."""
     images = [im for im in dataset["images"] if image_ids is None or im["id"] in set(image_ids)]
     ids = {im["id"] for im in images}

@@ -18,15 +18,15 @@ from tests.evaluation.conftest import (
     pycocotools_stats,
     rows_of,
 )  # fmt: skip
+from yolact_batch.cli.reports import add_command
 from yolact_batch.evaluation import (
     STAT_NAMES,
     ImageMatcher,
     evaluate,
     evaluate_output,
 )
-from yolact_batch.exports import export_results
-from yolact_batch.report_cli import add_commands
-from yolact_batch.results_io import write_rows
+from yolact_batch.io.coco_files import export_results
+from yolact_batch.io.results_io import write_rows
 
 TOL = 1e-9
 
@@ -43,7 +43,9 @@ def test_reference_dets_equal_pycocotools_and_survive_parquet_round_trip(
     results = reference_results(model)
     ids = sorted({r["image_id"] for r in results})  # the images this model's file shares with the subset
     assert ids == (sorted(SHARED_IMAGE_IDS) if "resnet101" not in model else [329219, 404484])
-    direct = evaluate(_json(tmp_path / "res.json", results), str(gt_file), str(tmp_path / "a"), image_ids=ids, plots=False)
+    direct = evaluate(
+        _json(tmp_path / "res.json", results), str(gt_file), str(tmp_path / "a"), image_ids=ids, plots=False
+    )
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert summary == direct.summary
     # results JSON -> Parquet (several parts) -> evaluate the Parquet, and -> results JSON again
@@ -77,7 +79,14 @@ def test_whole_subset_parquet_end_to_end_with_misses_errors_and_pictures(gt_data
     skipped = {im["id"] for im in gt_dataset["images"][:5]}
     kept = [r for r in results if r["image_id"] not in skipped]
     rows = rows_of(kept, gt_dataset, [im["id"] for im in gt_dataset["images"]][5:])
-    rows[0] = {**rows[0], "status": "error", "error": "corrupt image data", "instances": [], "width": None, "height": None}
+    rows[0] = {
+        **rows[0],
+        "status": "error",
+        "error": "corrupt image data",
+        "instances": [],
+        "width": None,
+        "height": None,
+    }
     for row in rows[::3]:
         row["image_id"] = None
     write_rows(rows, str(tmp_path / "job"), rows_per_file=50, row_group_rows=16)
@@ -131,8 +140,10 @@ def test_per_class_ap_matches_pycocotools_precision(reference_results, gt_datase
 
 # ---- small hand-made tables ----------------------------------------------------------------
 
+
 def _tiny_gt() -> dict:
     """Two 10x10 images, one 4x4 square each (category 1), category 2 without ground truth."""
+
     def square(ann_id, image_id, x, y):
         return {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": [x, y, 4, 4], "area": 16, "iscrowd": 0,
                 "segmentation": [[x, y, x + 4, y, x + 4, y + 4, x, y + 4]]}  # fmt: skip
@@ -157,7 +168,10 @@ def _tiny_rows(ids_and_uris, gt) -> list[dict]:
 
 @pytest.mark.parametrize(
     "iou_type, expected",
-    [("bbox", {"AP": 0.0, "APs": 0.0, "APm": math.nan, "AR100": 0.0}), ("segm", {"AP": 0.0, "APl": math.nan, "ARs": 0.0})],
+    [
+        ("bbox", {"AP": 0.0, "APs": 0.0, "APm": math.nan, "AR100": 0.0}),
+        ("segm", {"AP": 0.0, "APl": math.nan, "ARs": 0.0}),
+    ],
 )
 def test_no_predictions_give_zero_where_there_is_ground_truth_and_nan_elsewhere(iou_type, expected, tmp_path):
     write_rows([], str(tmp_path / "out"))
@@ -198,7 +212,9 @@ def test_rows_map_to_ground_truth_by_id_or_file_name(match, rows, expected_ap, t
 
 def test_predictions_for_unknown_images_are_an_error_naming_them(tmp_path):
     gt = _tiny_gt()
-    write_rows(_tiny_rows([(7, "seven.jpg", 7), (None, "s3://b/cat.jpg", 9), (4242, "dog.jpg", 9)], gt), str(tmp_path / "out"))
+    write_rows(
+        _tiny_rows([(7, "seven.jpg", 7), (None, "s3://b/cat.jpg", 9), (4242, "dog.jpg", 9)], gt), str(tmp_path / "out")
+    )
     with pytest.raises(ValueError, match=r"not in the ground truth \(2\): s3://b/cat.jpg, dog.jpg \(id 4242\)"):
         evaluate(str(tmp_path / "out"), gt, str(tmp_path / "r"), plots=False)
     results = [{"image_id": 7, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9},
@@ -235,14 +251,16 @@ def test_evaluate_command(tmp_path, capsys):
     gt = _tiny_gt()
     write_rows(_tiny_rows([(7, "seven.jpg", 7)], gt), str(tmp_path / "out"))
     parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    add_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([
         "evaluate", "--predictions", str(tmp_path / "out"), "--ground-truth", _json(tmp_path / "gt.json", gt),
         "--output", str(tmp_path / "report"), "--iou-types", "segm", "--image-ids", "7,9", "--no-plots",
     ])  # fmt: skip
     assert args.func(args) == 0
     out = capsys.readouterr()
-    assert "| AP | 0.505 |" in out.out and "| APm | - |" in out.out and "report.md" in out.err  # 51 of 101 recall points
+    assert (
+        "| AP | 0.505 |" in out.out and "| APm | - |" in out.out and "report.md" in out.err
+    )  # 51 of 101 recall points
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert list(summary["metrics"]) == ["segm"] and summary["counts"]["images_without_predictions"] == 1
     assert not list((tmp_path / "report").glob("*.png"))
@@ -250,9 +268,12 @@ def test_evaluate_command(tmp_path, capsys):
 
 # ---- faster-coco-eval: offered only because these numbers equal pycocotools' ------------------
 
+
 @pytest.fixture(scope="module")
 def faster():
-    return pytest.importorskip("faster_coco_eval", reason="faster-coco-eval not installed (pip install faster-coco-eval)")
+    return pytest.importorskip(
+        "faster_coco_eval", reason="faster-coco-eval not installed (pip install faster-coco-eval)"
+    )
 
 
 @pytest.mark.slow
@@ -265,7 +286,9 @@ def test_faster_coco_eval_equals_pycocotools_on_our_data(faster, reference_resul
         for iou_type in ("bbox", "segm"):
             a = evaluate_coco(gt, results, iou_type, image_ids=ids)
             b = evaluate_coco(gt, results, iou_type, image_ids=ids, evaluator="faster-coco-eval")
-            np.testing.assert_allclose([b.stats[n] for n in STAT_NAMES], [a.stats[n] for n in STAT_NAMES], rtol=0, atol=1e-12)
+            np.testing.assert_allclose(
+                [b.stats[n] for n in STAT_NAMES], [a.stats[n] for n in STAT_NAMES], rtol=0, atol=1e-12
+            )
             np.testing.assert_allclose(b.precision, a.precision, rtol=0, atol=1e-12)
             np.testing.assert_array_equal(b.recall, a.recall)
             assert b.log and "Average Precision" in b.log

@@ -10,15 +10,15 @@ import pytest
 
 from tests.conftest import COCO_SUBSET
 from tests.evaluation.conftest import SHARED_IMAGE_IDS, rows_of
-from yolact_batch import rle
-from yolact_batch.overlays import (
+from yolact_batch.cli.reports import add_command
+from yolact_batch.core import rle
+from yolact_batch.evaluation.overlays import (
     class_color,
     draw_instances,
     render_overlays,
     select_rows,
 )
-from yolact_batch.report_cli import add_commands
-from yolact_batch.results_io import write_rows
+from yolact_batch.io.results_io import write_rows
 
 
 def _instance(mask: np.ndarray, score: float = 0.9, category_id: int = 18, name: str = "dog") -> dict:
@@ -64,7 +64,9 @@ def test_render_writes_pngs_of_the_source_size_and_a_contact_sheet(tmp_path):
         rows.append(_row(str(sources / f"im{k}.png"), [_instance(mask)], h, w, image_id=k))
     rows.append({**rows[0], "image_uri": str(sources / "gone.png"), "image_id": 9})
     write_rows(rows, str(tmp_path / "out"), rows_per_file=2)
-    result = render_overlays(str(tmp_path / "out"), str(tmp_path / "viz"), images=["im0.png", "2", "gone.png"], tile_size=64)
+    result = render_overlays(
+        str(tmp_path / "out"), str(tmp_path / "viz"), images=["im0.png", "2", "gone.png"], tile_size=64
+    )
     assert [p.rsplit("/", 1)[-1] for p in result.images] == ["im0.png", "im2.png"]
     assert result.skipped == ((str(sources / "gone.png"), f"{sources / 'gone.png'}: no such file"),)
     for path, (h, w) in zip(result.images, [(120, 160), (150, 100)]):
@@ -82,7 +84,9 @@ def test_sampling_is_seeded_and_reads_only_what_it_draws(tmp_path):
     rows[3] = {**rows[3], "status": "error", "error": "corrupt"}
     write_rows(rows, str(tmp_path / "out"), rows_per_file=7, row_group_rows=3)
     a = select_rows(str(tmp_path / "out"), count=5, seed=1)
-    assert a == select_rows(str(tmp_path / "out"), count=5, seed=1) != select_rows(str(tmp_path / "out"), count=5, seed=2)
+    assert (
+        a == select_rows(str(tmp_path / "out"), count=5, seed=1) != select_rows(str(tmp_path / "out"), count=5, seed=2)
+    )
     ids = [r["image_id"] for r in a]
     assert len(ids) == 5 and ids == sorted(ids) and 3 not in ids
     assert len(select_rows(str(tmp_path / "out"), count=100)) == 39
@@ -93,7 +97,7 @@ def test_overlays_command_on_real_images(reference_results, gt_dataset, tmp_path
     rows = rows_of(reference_results("yolact_base"), gt_dataset, SHARED_IMAGE_IDS[:2], uri_prefix=folder)
     write_rows(rows, str(tmp_path / "out"))
     parser = argparse.ArgumentParser()
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    add_command(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["overlays", "-p", str(tmp_path / "out"), "-o", str(tmp_path / "viz"), "-n", "4"])
     assert args.func(args) == 0
     for row in rows:

@@ -24,12 +24,12 @@ import pytest
 from tests.conftest import COCO_SUBSET, GOLDEN, REPO, golden_case
 from tests.job.models import slow_heads_model
 from tests.onnx_models import constant_heads_model
-from yolact_batch.configs import get_config
-from yolact_batch.heads import GRAPH_OUTPUTS
-from yolact_batch.masks import assemble_masks, crop_windows
-from yolact_batch.metadata import ModelMetadata
-from yolact_batch.postprocess import detect
-from yolact_batch.priors import make_priors
+from yolact_batch.core.configs import get_config
+from yolact_batch.core.heads import GRAPH_OUTPUTS
+from yolact_batch.core.masks import assemble_masks, crop_windows
+from yolact_batch.core.metadata import ModelMetadata
+from yolact_batch.core.postprocess import detect
+from yolact_batch.core.priors import make_priors
 
 CFG = get_config("yolact_resnet50")
 # Fake credentials: s3fs/botocore read them from the environment, as they would real ones.
@@ -82,8 +82,12 @@ def graph_heads(raw: dict[str, np.ndarray], k: int = 100) -> dict[str, np.ndarra
         outside[r0:r1, c0:c1] = False
         mask[outside] = 0
     n = len(scores)
-    padded = {"boxes": np.zeros((k, 4), np.float32), "scores": np.zeros(k, np.float32),
-              "classes": np.zeros(k, np.int64), "masks": np.zeros((k, *masks.shape[1:]), np.float32)}
+    padded = {
+        "boxes": np.zeros((k, 4), np.float32),
+        "scores": np.zeros(k, np.float32),
+        "classes": np.zeros(k, np.int64),
+        "masks": np.zeros((k, *masks.shape[1:]), np.float32),
+    }
     for name, value in zip(padded, (boxes, scores, classes, masks)):
         padded[name][:n] = value
     return {**{name: value[None] for name, value in padded.items()}, "num_detections": np.array([n], np.int64)}
@@ -117,8 +121,13 @@ def jpeg_images(count: int) -> dict[str, bytes]:
         image = np.full((h, w, 3), rng.integers(0, 255, 3), np.uint8)
         for _ in range(5):
             x, y = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
-            cv2.rectangle(image, (x, y), (x + int(rng.integers(10, 120)), y + int(rng.integers(10, 120))),
-                          rng.integers(0, 255, 3).tolist(), -1)
+            cv2.rectangle(
+                image,
+                (x, y),
+                (x + int(rng.integers(10, 120)), y + int(rng.integers(10, 120))),
+                rng.integers(0, 255, 3).tolist(),
+                -1,
+            )
         images[f"{900000000 + i:012d}.jpg"] = cv2.imencode(".jpg", image)[1].tobytes()
     return images
 
@@ -134,11 +143,13 @@ def segment_cmd(*args: str, script: bool = False) -> list[str]:
     return [sys.executable, *entry, *map(str, args)]
 
 
-def run_segment(*args: str, timeout: float = JOB_TIMEOUT, script: bool = False, cwd: Path = REPO,
-                check: bool = True) -> subprocess.CompletedProcess:
+def run_segment(
+    *args: str, timeout: float = JOB_TIMEOUT, script: bool = False, cwd: Path = REPO, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run one job to the end in its own process; fail (not hang) past ``timeout``."""
-    result = subprocess.run(segment_cmd(*args, script=script), capture_output=True, text=True, timeout=timeout,
-                            env=job_env(), cwd=cwd)
+    result = subprocess.run(
+        segment_cmd(*args, script=script), capture_output=True, text=True, timeout=timeout, env=job_env(), cwd=cwd
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"segment exited {result.returncode}:\n{result.stderr[-6000:]}")
     return result
@@ -146,8 +157,14 @@ def run_segment(*args: str, timeout: float = JOB_TIMEOUT, script: bool = False, 
 
 def start_segment(*args: str, log: Path, script: bool = False) -> subprocess.Popen:
     """Start a job in the background (its output goes to ``log``)."""
-    return subprocess.Popen(segment_cmd(*args, script=script), stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            env=job_env(), cwd=REPO, start_new_session=True)
+    return subprocess.Popen(
+        segment_cmd(*args, script=script),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=job_env(),
+        cwd=REPO,
+        start_new_session=True,
+    )
 
 
 def read_rows(output: str | Path, filesystem=None) -> list[dict]:
@@ -190,7 +207,10 @@ class S3Server:
         log = (self.state.parent / f"s3_server.{self.restarts}.log").open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tests.job.s3_server", "--port", str(self.port), "--state", str(self.state)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=job_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=job_env(),
         )
         wait_for(self._up, 30, f"the S3 server on port {self.port}", every=0.05)
 
@@ -216,8 +236,12 @@ class S3Server:
     def filesystem(self):
         import s3fs
 
-        return s3fs.S3FileSystem(key=AWS_ENV["AWS_ACCESS_KEY_ID"], secret=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
-                                 client_kwargs={"endpoint_url": self.endpoint}, skip_instance_cache=True)
+        return s3fs.S3FileSystem(
+            key=AWS_ENV["AWS_ACCESS_KEY_ID"],
+            secret=AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+            client_kwargs={"endpoint_url": self.endpoint},
+            skip_instance_cache=True,
+        )
 
 
 @pytest.fixture

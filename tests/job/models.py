@@ -14,8 +14,8 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tests.onnx_models import constant_heads_model
-from yolact_batch.heads import INPUT_NAME
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.core.heads import INPUT_NAME
+from yolact_batch.core.metadata import ModelMetadata
 
 
 def slow_heads_model(path: Path, heads: dict[str, np.ndarray], metadata: ModelMetadata, channels: int = 16) -> Path:
@@ -28,16 +28,20 @@ def slow_heads_model(path: Path, heads: dict[str, np.ndarray], metadata: ModelMe
     producer = next(n for n in graph.node if "loc" in n.output)
     producer.output[0] = "loc_const_tiled"
     rng = np.random.default_rng(0)
-    graph.initializer.extend([
-        numpy_helper.from_array(rng.standard_normal((channels, 3, 7, 7)).astype(np.float32), "slow_w"),
-        numpy_helper.from_array(np.array(0.0, np.float32), "slow_zero"),
-    ])
-    graph.node.extend([
-        helper.make_node("Conv", [INPUT_NAME, "slow_w"], ["slow_conv"], pads=[3, 3, 3, 3]),
-        helper.make_node("ReduceMean", ["slow_conv"], ["slow_mean"], keepdims=0),
-        helper.make_node("Mul", ["slow_mean", "slow_zero"], ["slow_nothing"]),
-        helper.make_node("Add", ["loc_const_tiled", "slow_nothing"], [loc.name]),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(rng.standard_normal((channels, 3, 7, 7)).astype(np.float32), "slow_w"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "slow_zero"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Conv", [INPUT_NAME, "slow_w"], ["slow_conv"], pads=[3, 3, 3, 3]),
+            helper.make_node("ReduceMean", ["slow_conv"], ["slow_mean"], keepdims=0),
+            helper.make_node("Mul", ["slow_mean", "slow_zero"], ["slow_nothing"]),
+            helper.make_node("Add", ["loc_const_tiled", "slow_nothing"], [loc.name]),
+        ]
+    )
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path

@@ -68,8 +68,13 @@ def main() -> None:
     parser.add_argument("--state", type=Path, required=True)
     args = parser.parse_args()
     loaded = load(args.state)
-    server = make_server(args.host, args.port, DomainDispatcherApplication(create_backend_app), threaded=True,
-                         request_handler=MotoRequestHandler)
+    server = make_server(
+        args.host,
+        args.port,
+        DomainDispatcherApplication(create_backend_app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
     server.daemon_threads = False  # server_close() then waits for requests in flight
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -30,11 +30,14 @@ def encoded(image: Image.Image, fmt: str, **kw) -> bytes:
 
 def png_claiming(width: int, height: int) -> bytes:
     """A valid PNG header for a huge image with almost no data: a decompression bomb."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def rotated_exif() -> bytes:
@@ -57,7 +60,10 @@ BROKEN = {
 }
 # name -> (bytes, (height, width)) for inputs that must be processed
 ODD = {
-    "gray16.png": (cv2.imencode(".png", (np.arange(60 * 80).reshape(60, 80) * 13).astype(np.uint16))[1].tobytes(), (60, 80)),
+    "gray16.png": (
+        cv2.imencode(".png", (np.arange(60 * 80).reshape(60, 80) * 13).astype(np.uint16))[1].tobytes(),
+        (60, 80),
+    ),
     "cmyk.jpg": (encoded(PICTURE.convert("CMYK"), "JPEG"), (60, 80)),
     "gray.jpg": (encoded(PICTURE.convert("L"), "JPEG"), (60, 80)),
     "alpha.png": (encoded(PICTURE.convert("RGBA"), "PNG"), (60, 80)),
@@ -84,9 +90,27 @@ def bad_job(tmp_path_factory, ray_cluster, model_path):
     shutil.copy(model_path, root / "model.onnx")
     out = root / "out"
     # Relative paths: the driver resolves them, Ray's workers run elsewhere.
-    result = run_segment("--input", "manifest.txt", "--model", "model.onnx", "--output", "out",
-                         "--address", ray_cluster.address, "--batch-size", "4", "--commit-size", "8",
-                         "--actors", "1", "--cpus-per-actor", "0.5", "--stall-timeout", "120", cwd=root)
+    result = run_segment(
+        "--input",
+        "manifest.txt",
+        "--model",
+        "model.onnx",
+        "--output",
+        "out",
+        "--address",
+        ray_cluster.address,
+        "--batch-size",
+        "4",
+        "--commit-size",
+        "8",
+        "--actors",
+        "1",
+        "--cpus-per-actor",
+        "0.5",
+        "--stall-timeout",
+        "120",
+        cwd=root,
+    )
     rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in read_rows(out)}
     assert all(r["image_uri"].startswith(f"{root}/mixed/") for r in rows.values())
     return result, rows, entries, out

@@ -12,8 +12,22 @@ from tests.job.conftest import jpeg_images, read_rows, run_segment, start_segmen
 IMAGES = 32
 # Two actors on a CPU cluster, one ONNX Runtime thread each, small batches and commits:
 # many commit units, and a model slow enough (~0.2 s per image) to act in the middle.
-STAGES = ["--batch-size", "2", "--commit-size", "2", "--actors", "2", "--cpus-per-actor", "0.5",
-          "--intra-op-threads", "1", "--read-block", "2", "--stall-timeout", "120"]
+STAGES = [
+    "--batch-size",
+    "2",
+    "--commit-size",
+    "2",
+    "--actors",
+    "2",
+    "--cpus-per-actor",
+    "0.5",
+    "--intra-op-threads",
+    "1",
+    "--read-block",
+    "2",
+    "--stall-timeout",
+    "120",
+]
 
 
 @pytest.fixture
@@ -46,8 +60,18 @@ def assert_exactly_once(out, images):
 def test_killing_a_model_actor_process_mid_job(ray_cluster, slow_model_path, images, tmp_path):
     out = tmp_path / "out"
     earlier = set(ray_cluster.worker_pids("ModelActor"))  # an earlier job's actors may still be exiting
-    job = start_segment("--input", images, "--model", slow_model_path, "--output", out,
-                        "--address", ray_cluster.address, *STAGES, log=tmp_path / "job.log")
+    job = start_segment(
+        "--input",
+        images,
+        "--model",
+        slow_model_path,
+        "--output",
+        out,
+        "--address",
+        ray_cluster.address,
+        *STAGES,
+        log=tmp_path / "job.log",
+    )
     try:
         wait_for(lambda: committed_files(out), 120, "a first commit")
         victims = wait_for(lambda: sorted(set(ray_cluster.worker_pids("ModelActor")) - earlier), 30, "a model actor")
@@ -63,8 +87,9 @@ def test_killing_a_model_actor_process_mid_job(ray_cluster, slow_model_path, ima
     assert counts["images"] == counts["images_ok"] == counts["processed"] == IMAGES
 
 
-def test_killing_the_driver_then_rerunning_finishes_without_redoing_commits(ray_cluster, slow_model_path, images,
-                                                                              tmp_path):
+def test_killing_the_driver_then_rerunning_finishes_without_redoing_commits(
+    ray_cluster, slow_model_path, images, tmp_path
+):
     out = tmp_path / "out"
     args = ["--input", images, "--model", slow_model_path, "--output", out, "--address", ray_cluster.address, *STAGES]
     job = start_segment(*args, log=tmp_path / "first.log", script=True)  # jobs/segment.py, as `ray job submit` runs it

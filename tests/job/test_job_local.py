@@ -10,8 +10,8 @@ from pycocotools import mask as mask_utils
 
 from tests.conftest import COCO_SUBSET, GOLDEN_IDS, require
 from tests.job.conftest import jpeg_images, read_rows, run_segment, success
+from yolact_batch.io.schema import ok_row
 from yolact_batch.model import YolactModel
-from yolact_batch.schema import ok_row
 
 SETTINGS = ["--score-threshold", "0.1", "--max-detections", "60"]
 
@@ -26,15 +26,30 @@ def coco_job(tmp_path_factory, model_path):
     root = tmp_path_factory.mktemp("coco")
     (root / "ann.json").write_text(json.dumps({"images": chosen, "annotations": [], "categories": []}))
     out = root / "out"
-    args = ["--input", root / "ann.json", "--image-root", COCO_SUBSET / "val2017", "--model", model_path,
-            "--output", out, "--batch-size", "2", "--commit-size", "3", *SETTINGS]
+    args = [
+        "--input",
+        root / "ann.json",
+        "--image-root",
+        COCO_SUBSET / "val2017",
+        "--model",
+        model_path,
+        "--output",
+        out,
+        "--batch-size",
+        "2",
+        "--commit-size",
+        "3",
+        *SETTINGS,
+    ]
     first = run_segment(*args)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "predictions").iterdir()}
     # The rerun also evaluates against the ground truth of the chosen images (--ground-truth).
     full = json.loads(annotations.read_text())
     ids = {i["id"] for i in chosen}
     truth = root / "truth.json"
-    truth.write_text(json.dumps({**full, "images": chosen, "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}))
+    truth.write_text(
+        json.dumps({**full, "images": chosen, "annotations": [a for a in full["annotations"] if a["image_id"] in ids]})
+    )
     second = run_segment(*args, "--ground-truth", truth)
     return {"chosen": chosen, "out": out, "first": first, "second": second, "mtimes": mtimes, "args": args}
 
@@ -73,7 +88,10 @@ def test_golden_rows_equal_the_python_api(coco_job, model_path):
         expected = ok_row(model([path.read_bytes()])[0], image_uri=str(path), image_id=image_id, model=model.ref)
         got = rows[image_id]
         assert got["instances"] == expected["instances"] and len(got["instances"]) > 10
-        assert got["model"] == expected["model"] and (got["width"], got["height"]) == (expected["width"], expected["height"])
+        assert got["model"] == expected["model"] and (got["width"], got["height"]) == (
+            expected["width"],
+            expected["height"],
+        )
 
 
 def test_pandas_duckdb_and_pycocotools_read_the_output(coco_job):
@@ -82,7 +100,8 @@ def test_pandas_duckdb_and_pycocotools_read_the_output(coco_job):
     assert len(frame) == 8 and set(frame["status"]) == {"ok"}
     duckdb = pytest.importorskip("duckdb")
     total, instances = duckdb.sql(
-        f"SELECT count(*), sum(len(instances)) FROM read_parquet('{out}/predictions/*.parquet')").fetchall()[0]
+        f"SELECT count(*), sum(len(instances)) FROM read_parquet('{out}/predictions/*.parquet')"
+    ).fetchall()[0]
     assert (total, instances) == (8, success(out)["instances"])
     for row in read_rows(out):
         for instance in row["instances"]:
@@ -131,8 +150,19 @@ def test_graph_contract_rows_cross_ray_packed_and_equal_the_python_api(tmp_path,
         (folder / name).write_bytes(blob)
     out = tmp_path / "out"
     # (--actor-memory: the actor's memory reservation reaches Ray and is honoured.)
-    run_segment("--input", folder, "--model", graph_model_path, "--output", out, "--batch-size", "3",
-                "--actor-memory", "0.5", *SETTINGS)
+    run_segment(
+        "--input",
+        folder,
+        "--model",
+        graph_model_path,
+        "--output",
+        out,
+        "--batch-size",
+        "3",
+        "--actor-memory",
+        "0.5",
+        *SETTINGS,
+    )
     rows = {r["image_uri"].rsplit("/", 1)[1]: r for r in read_rows(out)}
     model = YolactModel(str(graph_model_path), score_threshold=0.1, max_detections=60)
     assert sorted(rows) == sorted(images)

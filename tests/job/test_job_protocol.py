@@ -11,14 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.job.conftest import jpeg_images, job_env
-from yolact_batch.cli import main
-from yolact_batch.commit import OutputStore, Superseded
-from yolact_batch.job import (
-    InferenceOptions, JobConfig, JobConflict, ModelSpec, Resources, finish, prepare,
-)
-from yolact_batch.schema import ROW_SCHEMA, ModelRef, error_row, rows_to_table
-from yolact_batch.storage import StorageOptions
+from tests.job.conftest import job_env, jpeg_images
+from yolact_batch.backends.factory import BackendOptions
+from yolact_batch.cli.main import main
+from yolact_batch.core.settings import InferenceRequest
+from yolact_batch.io.commit import OutputStore, Superseded
+from yolact_batch.io.schema import ROW_SCHEMA, ModelRef, error_row, rows_to_table
+from yolact_batch.io.storage import StorageOptions
+from yolact_batch.job.config import JobConfig, ModelSpec, Resources
+from yolact_batch.job.plan import JobConflict, finish, prepare
 
 REF = ModelRef("yolact_resnet50", "sha256:00")
 
@@ -81,7 +82,7 @@ def test_prepare_resumes_refuses_other_settings_and_overwrites(tmp_path, images,
     with pytest.raises(Superseded):  # the earlier run is fenced off
         plan.output.commit(rows("late"), plan.run_id)
 
-    other = config(images, out, model_path, inference=InferenceOptions(score_threshold=0.3))
+    other = config(images, out, model_path, inference=InferenceRequest(score_threshold=0.3))
     with pytest.raises(JobConflict, match=r"another job \(settings.output.score_threshold 0.0 -> 0.3\).*--overwrite"):
         prepare(other)
     with pytest.raises(JobConflict, match=r"another job \(input .*images\" -> .*other\"\)"):
@@ -133,9 +134,9 @@ def test_cli_fails_fast_with_one_message_and_no_ray(tmp_path, images, model_path
     ]
     script = f"""
 import sys
-from yolact_batch.cli import main
-from yolact_batch.commit import OutputStore, Superseded
-base = ["segment", "--input", {str(images)!r}, "--model", {str(model_path)!r}, "--output", {str(tmp_path / 'o')!r}]
+from yolact_batch.cli.main import main
+from yolact_batch.io.commit import OutputStore, Superseded
+base = ["segment", "--input", {str(images)!r}, "--model", {str(model_path)!r}, "--output", {str(tmp_path / "o")!r}]
 for extra in {[c[0] for c in cases]!r}:
     args = list(base)
     for i in range(0, len(extra), 2):
@@ -147,8 +148,7 @@ for extra in {[c[0] for c in cases]!r}:
 assert not any(m.split(".")[0] == "ray" for m in sys.modules), "Ray was imported"
 print("no ray", file=sys.stderr)
 """
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                            env=job_env())
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=job_env())
     assert result.returncode == 0, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert result.stderr.count("rc 2") == len(cases) == len(errors) and "no ray" in result.stderr
@@ -158,7 +158,7 @@ print("no ray", file=sys.stderr)
 
 def test_resources_are_validated():
     with pytest.raises(ValueError, match="unknown backend 'trt'"):
-        Resources(backend="trt")
+        Resources(backend=BackendOptions(backend="trt"))
     with pytest.raises(ValueError, match="commit-size must be >= 1"):
         Resources(commit_size=0)
     with pytest.raises(ValueError, match="needs a CPU or GPU share"):
@@ -167,9 +167,9 @@ def test_resources_are_validated():
 
 def test_model_actors_refuse_a_changed_model(model_path):
     digest = "sha256:" + hashlib.sha256(model_path.read_bytes()).hexdigest()
-    spec = ModelSpec(str(model_path), digest, StorageOptions(), None, "onnx", ("cpu",), 1, "raw", 550)
+    spec = ModelSpec(str(model_path), digest, StorageOptions(), None, BackendOptions(intra_op_threads=1), 550)
     assert spec.load().metadata.contract == "raw"
-    changed = ModelSpec(str(model_path), "sha256:0", StorageOptions(), None, "onnx", ("cpu",), 1, "raw", 550)
+    changed = ModelSpec(str(model_path), "sha256:0", StorageOptions(), None, BackendOptions(intra_op_threads=1), 550)
     with pytest.raises(ValueError, match="the model changed since the job started"):
         changed.load()
 
@@ -179,7 +179,9 @@ def test_the_tensorrt_backend_without_tensorrt_fails_in_the_actor_with_the_fix(m
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("tensorrt is installed here: the GPU tests cover the backend")
     digest = "sha256:" + hashlib.sha256(model_path.read_bytes()).hexdigest()
-    spec = ModelSpec(str(model_path), digest, StorageOptions(), None, "tensorrt", ("cuda",), None, "raw", 550, 4)
+    spec = ModelSpec(
+        str(model_path), digest, StorageOptions(), None, BackendOptions("tensorrt", ("cuda",), batch_size=4), 550
+    )
     with pytest.raises(ImportError, match="tensorrt"):
         spec.load()
 
@@ -188,8 +190,25 @@ def test_help_names_every_option_and_no_secret(capsys):
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     text = capsys.readouterr().out
-    for option in ("--batch-size", "--actors", "--gpus-per-actor", "--backend", "--providers", "--score-threshold",
-                   "--top-k", "--max-detections", "--classes", "--cross-class-nms", "--mask-threshold", "--limit",
-                   "--endpoint-url", "--anonymous", "--profile", "--region", "--address", "--overwrite"):
+    for option in (
+        "--batch-size",
+        "--actors",
+        "--gpus-per-actor",
+        "--backend",
+        "--providers",
+        "--score-threshold",
+        "--top-k",
+        "--max-detections",
+        "--classes",
+        "--cross-class-nms",
+        "--mask-threshold",
+        "--limit",
+        "--endpoint-url",
+        "--anonymous",
+        "--profile",
+        "--region",
+        "--address",
+        "--overwrite",
+    ):
         assert option in text
     assert "secret" not in text.lower() and "credentials come from the AWS/GCP environment" in text

@@ -27,11 +27,33 @@ def test_s3_in_s3_out_survives_a_server_restart_mid_job(ray_cluster, s3_server, 
             return []
 
     log = tmp_path / "job.log"
-    job = start_segment("--input", "s3://data/images/", "--model", "s3://data/models/slow.onnx",
-                        "--output", "s3://data/out", "--endpoint-url", s3_server.endpoint,
-                        "--address", ray_cluster.address, "--batch-size", "2", "--commit-size", "2",
-                        "--actors", "2", "--cpus-per-actor", "0.5", "--intra-op-threads", "1", "--read-block", "2",
-                        "--stall-timeout", "120", log=log)
+    job = start_segment(
+        "--input",
+        "s3://data/images/",
+        "--model",
+        "s3://data/models/slow.onnx",
+        "--output",
+        "s3://data/out",
+        "--endpoint-url",
+        s3_server.endpoint,
+        "--address",
+        ray_cluster.address,
+        "--batch-size",
+        "2",
+        "--commit-size",
+        "2",
+        "--actors",
+        "2",
+        "--cpus-per-actor",
+        "0.5",
+        "--intra-op-threads",
+        "1",
+        "--read-block",
+        "2",
+        "--stall-timeout",
+        "120",
+        log=log,
+    )
     try:
         wait_for(committed, 120, "a first commit in the bucket")
         assert job.poll() is None and len(committed()) < IMAGES // 2, "the job ended before the restart"
@@ -51,5 +73,7 @@ def test_s3_in_s3_out_survives_a_server_restart_mid_job(ray_cluster, s3_server, 
     assert all(r["status"] == "ok" and r["instances"] for r in rows), [r["error"] for r in rows if r["error"]]
     assert {r["image_id"] for r in rows} == {int(n[:12]) for n in names}
     counts = json.loads(fs.cat_file("data/out/_SUCCESS"))
-    assert counts["images"] == counts["images_ok"] == IMAGES and counts["instances"] == sum(len(r["instances"]) for r in rows)
+    assert counts["images"] == counts["images_ok"] == IMAGES and counts["instances"] == sum(
+        len(r["instances"]) for r in rows
+    )
     assert json.loads(fs.cat_file("data/out/_job.json"))["model"]["digest"] == rows[0]["model"]["digest"]

@@ -8,16 +8,25 @@ import pyarrow as pa
 import pytest
 
 from tests.job.conftest import jpeg_images
-from yolact_batch.job import JobConfig, Resources, prepare
-from yolact_batch.model import YolactModel
-from yolact_batch.heads import GraphHeads
-from yolact_batch.pipeline import (
-    PACKED, ModelActor, check_capacity, commit_stage, decode_stage, local_cpus, postprocess_stage, read_block_size, read_stage,
+from yolact_batch.core.configs import get_config
+from yolact_batch.core.heads import GraphHeads
+from yolact_batch.core.postprocess import Postprocessor
+from yolact_batch.core.settings import InferenceSettings
+from yolact_batch.io.schema import ROW_SCHEMA, ModelRef, ok_row
+from yolact_batch.job.columns import PACKED
+from yolact_batch.job.config import JobConfig, Resources
+from yolact_batch.job.pipeline import (
+    ModelActor,
+    check_capacity,
+    commit_stage,
+    decode_stage,
+    local_cpus,
+    postprocess_stage,
+    read_block_size,
+    read_stage,
 )
-from yolact_batch.configs import get_config
-from yolact_batch.postprocess import Postprocessor
-from yolact_batch.schema import ROW_SCHEMA, ModelRef, ok_row
-from yolact_batch.settings import InferenceSettings
+from yolact_batch.job.plan import prepare
+from yolact_batch.model import YolactModel
 
 IMAGES = jpeg_images(3)
 REF = ModelRef("yolact_resnet50", "sha256:00")
@@ -40,11 +49,14 @@ def plan(tmp_path, model_path):
 def run_stages(plan, batch_size=2):
     """read -> decode -> model -> postprocess, as Ray Data calls them, on one block."""
     actor = ModelActor(plan.model, plan.postprocessor)
-    decoded = decode_stage(read_stage(plan.todo, storage=plan.config.storage), config=plan.model_config,
-                           max_pixels=plan.config.inference.max_pixels)
+    decoded = decode_stage(
+        read_stage(plan.todo, storage=plan.config.storage),
+        config=plan.model_config,
+        max_pixels=plan.config.inference.max_pixels,
+    )
     tables = []
     for start in range(0, len(decoded["error"]), batch_size):
-        heads = actor({k: v[start:start + batch_size] for k, v in decoded.items()})
+        heads = actor({k: v[start : start + batch_size] for k, v in decoded.items()})
         assert "input" not in heads  # the 3x550x550 inputs stop at the model stage
         tables.append(postprocess_stage(heads, post=plan.postprocessor, model=plan.ref))
     return pa.concat_tables(tables), heads
@@ -72,10 +84,14 @@ def test_stages_give_the_rows_of_the_python_api(contract, tmp_path, model_path, 
 def test_a_batch_of_only_errors_skips_the_network(contract, tmp_path, model_path, graph_model_path):
     plan = make_plan(tmp_path, model_path if contract == "raw" else graph_model_path)
     actor = ModelActor(plan.model, plan.postprocessor)
-    batch = {"image_uri": np.array(["a", "b"], object), "image_id": np.array(["", "7"], object),
-             "error": np.array(["read failed: x", "decode failed: y"], object),
-             "height": np.zeros(2, np.int32), "width": np.zeros(2, np.int32),
-             "input": np.zeros((2, 3, 550, 550), np.float32)}
+    batch = {
+        "image_uri": np.array(["a", "b"], object),
+        "image_id": np.array(["", "7"], object),
+        "error": np.array(["read failed: x", "decode failed: y"], object),
+        "height": np.zeros(2, np.int32),
+        "width": np.zeros(2, np.int32),
+        "input": np.zeros((2, 3, 550, 550), np.float32),
+    }
     heads = actor(batch)
     if contract == "raw":
         assert heads["conf"].shape == (2, 19248, 81) and not heads["conf"].any()
@@ -83,7 +99,9 @@ def test_a_batch_of_only_errors_skips_the_network(contract, tmp_path, model_path
         assert [len(v) for v in heads["scores"]] == [0, 0] and [len(v) for v in heads["mask_values"]] == [0, 0]
     rows = postprocess_stage(heads, post=plan.postprocessor, model=plan.ref).to_pylist()
     assert [(r["status"], r["error"], r["image_id"]) for r in rows] == [
-        ("error", "read failed: x", None), ("error", "decode failed: y", 7)]
+        ("error", "read failed: x", None),
+        ("error", "decode failed: y", 7),
+    ]
 
 
 def test_an_image_whose_postprocessing_fails_does_not_take_its_batch_along():
@@ -93,14 +111,24 @@ def test_an_image_whose_postprocessing_fails_does_not_take_its_batch_along():
     boxes = np.tile(np.array([0.1, 0.1, 0.6, 0.7], np.float32), (3, k, 1))
     classes = np.zeros((3, k), np.int64)
     classes[1, 0] = 500  # a model output naming a class the model does not have, in image 1 only
-    heads = GraphHeads(boxes=boxes, scores=np.full((3, k), 0.9, np.float32), classes=classes,
-                       masks=rng.random((3, k, 138, 138), np.float32), num_detections=np.full(3, k, np.int64))
+    heads = GraphHeads(
+        boxes=boxes,
+        scores=np.full((3, k), 0.9, np.float32),
+        classes=classes,
+        masks=rng.random((3, k, 138, 138), np.float32),
+        num_detections=np.full(3, k, np.int64),
+    )
     packed = post.pack(heads)
-    batch = {"image_uri": np.array(["a", "b", "c"], object), "image_id": np.array(["1", "2", "3"], object),
-             "error": np.array(["", "", ""], object), "height": np.full(3, 40, np.int32),
-             "width": np.full(3, 50, np.int32), "proto_size": np.full((3, 2), 138, np.int32),
-             # Equal shapes: Ray Data hands these columns over as dense arrays, not ragged ones.
-             **{name: np.stack([getattr(p, name) for p in packed]) for name in PACKED}}
+    batch = {
+        "image_uri": np.array(["a", "b", "c"], object),
+        "image_id": np.array(["1", "2", "3"], object),
+        "error": np.array(["", "", ""], object),
+        "height": np.full(3, 40, np.int32),
+        "width": np.full(3, 50, np.int32),
+        "proto_size": np.full((3, 2), 138, np.int32),
+        # Equal shapes: Ray Data hands these columns over as dense arrays, not ragged ones.
+        **{name: np.stack([getattr(p, name) for p in packed]) for name in PACKED},
+    }
     rows = postprocess_stage(batch, post=post, model=REF).to_pylist()
     assert [r["status"] for r in rows] == ["ok", "error", "ok"]
     assert rows[1]["error"].startswith("postprocess failed: ValueError") and "class_ids" in rows[1]["error"]
@@ -141,9 +169,14 @@ def test_an_image_whose_packing_fails_becomes_an_error_row_alone(tmp_path, graph
     plan = make_plan(tmp_path, graph_model_path)
     PACK_CALLS.clear()
     actor = ModelActor(plan.model, FlakyPostprocessor(plan.model_config, "graph"))
-    batch = {"image_uri": np.array(["a", "b", "c"], object), "image_id": np.array(["", "", ""], object),
-             "error": np.array(["", "", ""], object), "height": np.full(3, 40, np.int32),
-             "width": np.full(3, 50, np.int32), "input": np.zeros((3, 3, 550, 550), np.float32)}
+    batch = {
+        "image_uri": np.array(["a", "b", "c"], object),
+        "image_id": np.array(["", "", ""], object),
+        "error": np.array(["", "", ""], object),
+        "height": np.full(3, 40, np.int32),
+        "width": np.full(3, 50, np.int32),
+        "input": np.zeros((3, 3, 550, 550), np.float32),
+    }
     out = actor(batch)
     assert PACK_CALLS == [3, 1, 1, 1] and list(batch["error"]) == ["", "", ""]  # the input is not modified
     assert list(out["error"]) == ["", "postprocess failed: ValueError: boom", ""]

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from yolact_batch.preprocess import preprocess  # noqa: E402
-from yolact_batch.synthetic import make_dataset  # noqa: E402
+from yolact_batch.core.preprocess import preprocess  # noqa: E402
+from yolact_batch.core.synthetic import make_dataset  # noqa: E402
 from yolact_batch.training.data import CocoInstances, batch_order  # noqa: E402
 from yolact_batch.training.shapes import SHAPES_CONFIG  # noqa: E402
 

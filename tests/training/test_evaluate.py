@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from yolact_batch.detections import Detections
-from yolact_batch.synthetic import SHAPE_CLASSES, make_dataset
+from yolact_batch.core.detections import Detections
+from yolact_batch.core.synthetic import SHAPE_CLASSES, make_dataset
 from yolact_batch.training.evaluate import coco_metrics, predict_split
 
 CATEGORY_IDS = tuple(range(1, len(SHAPE_CLASSES) + 1))

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from yolact_batch.boxes import decode_boxes  # noqa: E402
+from yolact_batch.core.boxes import decode_boxes  # noqa: E402
 from yolact_batch.training.losses import box_loss, conf_loss, hard_negatives, mask_loss  # noqa: E402
 from yolact_batch.training.targets import NEUTRAL, box_iou, encode_boxes, match, prior_boxes  # noqa: E402
 

@@ -6,10 +6,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from yolact_batch.configs import feature_map_sizes  # noqa: E402
-from yolact_batch.export.network import Yolact  # noqa: E402
-from yolact_batch.metadata import ModelMetadata  # noqa: E402
-from yolact_batch.synthetic import SHAPE_CLASSES  # noqa: E402
+from yolact_batch.core.configs import feature_map_sizes  # noqa: E402
+from yolact_batch.core.metadata import ModelMetadata  # noqa: E402
+from yolact_batch.core.synthetic import SHAPE_CLASSES  # noqa: E402
+from yolact_batch.torchnet.network import Yolact  # noqa: E402
 from yolact_batch.training.shapes import SHAPES_CONFIG  # noqa: E402
 
 

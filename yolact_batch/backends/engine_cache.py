@@ -18,7 +18,7 @@ import uuid
 from typing import Callable, Mapping, Sequence, TypeVar
 
 from yolact_batch.backends.engine_plan import PRECISIONS
-from yolact_batch.storage import StorageOptions, filesystem
+from yolact_batch.io.storage import StorageOptions, filesystem
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")[:limit] or "none"
 
 
-def engine_cache_key(
-    onnx_digest: str, trt_version: str, gpu_name: str, precision: str, profile: Sequence[int]
-) -> str:
+def engine_cache_key(onnx_digest: str, trt_version: str, gpu_name: str, precision: str, profile: Sequence[int]) -> str:
     """File name of the engine for this ONNX, TensorRT version, GPU model, precision and profile.
 
     Readable parts first (so a cache listing explains itself), then a hash over every component
@@ -48,7 +46,9 @@ def engine_cache_key(
     fields = cache_fields(onnx_digest, trt_version, gpu_name, precision, (lo, opt, hi))
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
     onnx_part = _slug(onnx_digest.split(":")[-1], 12)
-    return f"{onnx_part}_trt{_slug(trt_version, 16)}_{_slug(gpu_name)}_{precision}_b{lo}-{opt}-{hi}_{digest[:16]}.engine"
+    return (
+        f"{onnx_part}_trt{_slug(trt_version, 16)}_{_slug(gpu_name)}_{precision}_b{lo}-{opt}-{hi}_{digest[:16]}.engine"
+    )
 
 
 def cache_fields(onnx_digest: str, trt_version: str, gpu_name: str, precision: str, profile: Sequence[int]) -> dict:
@@ -61,11 +61,6 @@ def cache_fields(onnx_digest: str, trt_version: str, gpu_name: str, precision: s
         "profile": [int(b) for b in profile],
         "recipe": BUILD_RECIPE,
     }
-
-
-def model_digest(model: bytes) -> str:
-    """``sha256:<hex>`` of the ONNX bytes (the same form as ``ModelRef.digest``)."""
-    return "sha256:" + hashlib.sha256(model).hexdigest()
 
 
 class CacheEntryError(ValueError):
@@ -93,7 +88,9 @@ def unpack_engine(blob: bytes, fields: Mapping) -> bytes:
     if not isinstance(header, dict):
         raise CacheEntryError(f"unreadable header: {type(header).__name__}, not an object")
     payload = blob[start + size :]
-    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+    if len(payload) != header.get("payload_bytes") or hashlib.sha256(payload).hexdigest() != header.get(
+        "payload_sha256"
+    ):
         raise CacheEntryError(
             f"payload is {len(payload)} bytes and does not match its recorded sha256 (truncated or corrupt)"
         )

@@ -14,8 +14,8 @@ from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, 
 
 import numpy as np
 
-from yolact_batch.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
+from yolact_batch.core.metadata import ModelMetadata
 
 PRECISIONS = ("fp16", "fp32")
 T = TypeVar("T")
@@ -60,10 +60,6 @@ class EngineSpec:
     def input_shapes(self, input_size: int) -> tuple[tuple[int, ...], ...]:
         """``(min, opt, max)`` shapes of the ``images`` input for ``IOptimizationProfile.set_shape``."""
         return tuple((b, 3, input_size, input_size) for b in self.profile)
-
-
-# ---------------------------------------------------------------------------------------------
-# Cache keys
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from yolact_batch.backends.engine_plan import (
     plan_batches,
     plan_buffers,
 )
-from yolact_batch.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
+from yolact_batch.core.metadata import ModelMetadata
 
 
 def cuda_check(result, what: str):
@@ -51,7 +51,9 @@ def host_array(address: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndar
 class _Slot:
     """One execution context with its stream, pinned host buffers and device buffers (max batch)."""
 
-    def __init__(self, engine, cudart, shapes: dict[str, tuple[int, ...]], dtypes: dict, nbytes: dict[str, int]) -> None:
+    def __init__(
+        self, engine, cudart, shapes: dict[str, tuple[int, ...]], dtypes: dict, nbytes: dict[str, int]
+    ) -> None:
         self.cudart = cudart
         self.host_ptrs: list[int] = []
         self.device_ptrs: list[int] = []

@@ -6,10 +6,13 @@ from typing import Sequence
 
 import numpy as np
 
-from yolact_batch.backends.ort_gpu import OrtIoBinding, uses_device
-from yolact_batch.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS, GraphHeads, RawHeads
-from yolact_batch.metadata import ModelMetadata
+from yolact_batch.backends.contract import check_model_io, inspect_onnx, unloadable
+from yolact_batch.backends.engine_plan import EngineSpec
+from yolact_batch.backends.ort_gpu import OrtIoBinding, tensorrt_provider_options, uses_device
+from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
+from yolact_batch.core.metadata import ModelMetadata
 
+# Execution providers by short name, the ``providers`` of ``BackendOptions``.
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -17,8 +20,21 @@ PROVIDERS = {
 }
 
 
-def provider_options(name: str, *, trt_cache_dir: str | None = None, fp16: bool = True) -> tuple[str, dict]:
-    """ONNX Runtime provider name and options for one of ``PROVIDERS``' short names."""
+def provider_options(
+    name: str,
+    model: bytes = b"",
+    *,
+    origin: str = "model",
+    metadata: ModelMetadata | None = None,
+    batch_size: int = 8,
+    trt_cache_dir: str | None = None,
+) -> tuple[str, dict]:
+    """ONNX Runtime provider name and options for one of ``PROVIDERS``' short names.
+
+    The TensorRT provider gets one batch profile up to ``batch_size`` and its engine and timing
+    caches in ``trt_cache_dir`` (a local folder: the provider writes it itself); it reads the
+    model's input name and size from ``model`` first (with the ``onnx`` package).
+    """
     if name not in PROVIDERS:
         raise ValueError(f"unknown execution provider {name!r}; expected one of {sorted(PROVIDERS)}")
     options: dict = {}
@@ -26,9 +42,11 @@ def provider_options(name: str, *, trt_cache_dir: str | None = None, fp16: bool 
         # Exhaustive cuDNN search costs seconds per new shape; the heuristic is within a few %.
         options = {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": True}
     elif name == "tensorrt":
-        options = {"trt_fp16_enable": fp16, "trt_engine_cache_enable": trt_cache_dir is not None}
-        if trt_cache_dir:
-            options["trt_engine_cache_path"] = trt_cache_dir
+        facts = inspect_onnx(model, origin=origin, metadata=metadata)
+        spec = EngineSpec(opt_batch=batch_size, max_batch=batch_size)
+        options = tensorrt_provider_options(
+            facts.input_name, facts.metadata.config.input_size, spec, cache_dir=trt_cache_dir
+        )
     return PROVIDERS[name], options
 
 
@@ -42,6 +60,9 @@ class OnnxRuntimeBackend:
         metadata: how to run the model when the file carries no yolact_batch metadata
             (a sidecar); ignored when it does.
         intra_op_threads: ONNX Runtime threads per session (None: ONNX Runtime's default).
+        batch_size: the largest batch the TensorRT provider's profile covers.
+        trt_cache_dir: local folder of the TensorRT provider's engine and timing caches
+            (None: none, every session builds its engines again).
     """
 
     def __init__(
@@ -52,11 +73,18 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] = ("cpu",),
         metadata: ModelMetadata | None = None,
         intra_op_threads: int | None = None,
+        batch_size: int = 8,
+        trt_cache_dir: str | None = None,
     ) -> None:
         import onnxruntime as ort
 
         available = set(ort.get_available_providers())
-        chosen = [provider_options(p) for p in providers]
+        chosen = [
+            provider_options(
+                p, model, origin=origin, metadata=metadata, batch_size=batch_size, trt_cache_dir=trt_cache_dir
+            )
+            for p in providers
+        ]
         missing = [name for name, _ in chosen if name not in available]
         if missing:
             raise RuntimeError(
@@ -70,28 +98,15 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise ValueError(
-                f"{origin}: not a loadable ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]}). "
-                "Is the file complete? Re-download or re-export it with `yolact-batch export`."
-            ) from None
+            raise unloadable(origin, exc) from None
         props = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = ModelMetadata.from_onnx_props(props, origin=origin) or metadata
-        if self.metadata is None:
-            raise ValueError(
-                f"{origin}: the model has no yolact_batch metadata. Pass a sidecar file describing it, "
-                'e.g. {"config": "yolact_base", "contract": "raw"} (JSON or TOML).'
-            )
-        self._outputs = GRAPH_OUTPUTS if self.metadata.contract == "graph" else RAW_OUTPUTS
-        names = [o.name for o in self.session.get_outputs()]
-        inputs = [i.name for i in self.session.get_inputs()]
-        if sorted(names) != sorted(self._outputs) or len(inputs) != 1:
-            raise ValueError(
-                f"{origin}: outputs {names} / inputs {inputs} do not match the {self.metadata.contract!r} "
-                f"contract (expected outputs {list(self._outputs)} and one input)"
-            )
-        self._input = inputs[0]
-        if self._input != INPUT_NAME and self.metadata.contract == "graph":
-            raise ValueError(f"{origin}: graph-contract models take input {INPUT_NAME!r}, found {self._input!r}")
+        self.metadata = check_model_io(
+            ModelMetadata.from_onnx_props(props, origin=origin), metadata,
+            inputs=[i.name for i in self.session.get_inputs()], outputs=[o.name for o in self.session.get_outputs()],
+            origin=origin,
+        )  # fmt: skip
+        self._outputs = GRAPH_OUTPUTS if self.metadata.graph else RAW_OUTPUTS
+        self._input = self.session.get_inputs()[0].name
         # On CUDA, bind inputs/outputs explicitly instead of letting run() copy through defaults.
         self._binding = OrtIoBinding(self.session) if uses_device(self.session.get_providers()) == "cuda" else None
 

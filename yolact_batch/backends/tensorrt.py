@@ -19,16 +19,17 @@ buffers and streams in ``engine_runner``; all are tested on CPU.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator
 
 import numpy as np
 
-from yolact_batch.backends.engine_cache import EngineCache, cache_fields, engine_cache_key, load_or_build, model_digest
+from yolact_batch.backends.contract import inspect_onnx
+from yolact_batch.backends.engine_cache import EngineCache, cache_fields, engine_cache_key, load_or_build
 from yolact_batch.backends.engine_plan import EngineSpec, pinned_to_fp32, precision_plan
 from yolact_batch.backends.engine_runner import EngineRunner, cuda_check
-from yolact_batch.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS, GraphHeads, RawHeads
-from yolact_batch.metadata import ModelMetadata
-from yolact_batch.storage import StorageOptions
+from yolact_batch.core.heads import GraphHeads, RawHeads
+from yolact_batch.core.metadata import ModelMetadata
+from yolact_batch.io.storage import StorageOptions, model_digest
 
 __all__ = ["EngineRunner", "EngineSpec", "TensorRTBackend", "build_engine", "inspect_onnx"]
 
@@ -63,59 +64,6 @@ def import_cudart():
         except ImportError as exc:
             raise ImportError(f"the TensorRT backend needs the 'cuda-python' package ({exc}); {INSTALL_HINT}") from exc
     return cudart
-
-
-# ---------------------------------------------------------------------------------------------
-# The ONNX side (needs only the onnx package)
-
-
-class OnnxFacts(NamedTuple):
-    """What the backend needs to know about an ONNX before building from it."""
-
-    metadata: ModelMetadata
-    input_name: str
-    has_fp16: bool
-
-
-def inspect_onnx(model: bytes, *, origin: str, metadata: ModelMetadata | None = None) -> OnnxFacts:
-    """Metadata (the file's, else ``metadata``), input name and FP16 use of an ONNX, validated.
-
-    Raises ValueError, naming ``origin``, for unparsable bytes, missing metadata, or I/O that
-    does not match the contract (the same rules as the ONNX Runtime backend).
-    """
-    try:
-        import onnx
-    except ImportError as exc:
-        raise ImportError(
-            f"the TensorRT backend reads model metadata with the 'onnx' package ({exc}); {INSTALL_HINT}"
-        ) from exc
-    try:
-        proto = onnx.load_model_from_string(model)
-    except Exception as exc:  # protobuf raises its own DecodeError
-        raise ValueError(
-            f"{origin}: not a loadable ONNX model ({type(exc).__name__}: {str(exc).strip()[:300]}). "
-            "Is the file complete? Re-download or re-export it with `yolact-batch export`."
-        ) from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    found = ModelMetadata.from_onnx_props(props, origin=origin) or metadata
-    if found is None:
-        raise ValueError(
-            f"{origin}: the model has no yolact_batch metadata. Pass a sidecar file describing it, "
-            'e.g. {"config": "yolact_base", "contract": "raw"} (JSON or TOML).'
-        )
-    initializers = {i.name for i in proto.graph.initializer}
-    inputs = [i.name for i in proto.graph.input if i.name not in initializers]
-    outputs = [o.name for o in proto.graph.output]
-    expected = GRAPH_OUTPUTS if found.contract == "graph" else RAW_OUTPUTS
-    if sorted(outputs) != sorted(expected) or len(inputs) != 1:
-        raise ValueError(
-            f"{origin}: outputs {outputs} / inputs {inputs} do not match the {found.contract!r} "
-            f"contract (expected outputs {list(expected)} and one input)"
-        )
-    if found.contract == "graph" and inputs[0] != INPUT_NAME:
-        raise ValueError(f"{origin}: graph-contract models take input {INPUT_NAME!r}, found {inputs[0]!r}")
-    has_fp16 = any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)
-    return OnnxFacts(found, inputs[0], has_fp16)
 
 
 # ---------------------------------------------------------------------------------------------

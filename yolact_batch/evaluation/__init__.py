@@ -14,7 +14,6 @@ from yolact_batch.evaluation.coco_eval import (
     evaluate_coco,
     ground_truth_coco,
 )  # fmt: skip
-from yolact_batch.evaluation.images import MATCH_MODES, ImageMatcher
 from yolact_batch.evaluation.report import check_plotting, write_report
 from yolact_batch.evaluation.run import (
     EvaluationReport,
@@ -23,6 +22,7 @@ from yolact_batch.evaluation.run import (
     evaluate_output,
     read_predictions,
 )
+from yolact_batch.io.image_match import MATCH_MODES, ImageMatcher
 
 __all__ = [
     "EVALUATORS", "IOU_TYPES", "MATCH_MODES", "STAT_NAMES", "CocoEvaluation", "EvaluationReport", "ImageMatcher",

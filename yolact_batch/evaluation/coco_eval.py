@@ -15,7 +15,9 @@ from typing import Collection
 
 import numpy as np
 
-IOU_TYPES = ("bbox", "segm")
+from yolact_batch.core import rle
+from yolact_batch.core.coco import IOU_TYPES
+
 # faster-coco-eval (C++ COCOeval) is offered because tests/evaluation/test_evaluation.py shows
 # its stats and precision arrays equal pycocotools' (to ~1e-16) on our data.
 EVALUATORS = ("pycocotools", "faster-coco-eval")
@@ -51,16 +53,12 @@ def results_for_iou_type(results: list[dict], iou_type: str) -> list[dict]:
             out.append({k: r[k] for k in ("image_id", "category_id", "segmentation", "score")})
         return out
     if iou_type == "bbox":
-        from pycocotools import mask as mask_utils
-
         out = []
         for r in results:
             if "bbox" in r:
                 box = list(r["bbox"])
             elif isinstance(r.get("segmentation"), dict):
-                seg = r["segmentation"]
-                counts = seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]
-                box = mask_utils.toBbox({"size": list(seg["size"]), "counts": counts}).tolist()
+                box = rle.bbox(r["segmentation"])
             else:
                 raise ValueError(f"a result for image {r['image_id']} has neither bbox nor an RLE mask")
             out.append({"image_id": r["image_id"], "category_id": r["category_id"], "bbox": box, "score": r["score"]})

@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from yolact_batch.evaluation.coco_eval import STAT_NAMES, CocoEvaluation
-from yolact_batch.storage import StorageOptions, filesystem
+from yolact_batch.io.storage import StorageOptions, filesystem
 
 PER_CLASS_COLUMNS = ("AP", "AP50", "AP75")
 

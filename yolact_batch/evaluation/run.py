@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 from typing import Collection, Sequence
 
+from yolact_batch.core.coco import coco_results
 from yolact_batch.evaluation.coco_eval import (
     IOU_TYPES,
     CocoEvaluation,
@@ -13,10 +14,10 @@ from yolact_batch.evaluation.coco_eval import (
     evaluate_coco,
     ground_truth_coco,
 )
-from yolact_batch.evaluation.images import ImageMatcher
 from yolact_batch.evaluation.report import check_plotting, summary_dict, write_report
-from yolact_batch.results_io import iter_batches, load_json
-from yolact_batch.storage import StorageOptions, filesystem
+from yolact_batch.io.image_match import ImageMatcher
+from yolact_batch.io.results_io import iter_batches, load_json
+from yolact_batch.io.storage import StorageOptions, filesystem
 
 REPORT_DIR = "report"  # evaluate_output's default: OUTPUT/report
 _READ_COLUMNS = ["image_uri", "image_id", "status", "instances"]
@@ -94,14 +95,7 @@ def read_predictions(
             if gid in seen:
                 repeated.append(f"{row['image_uri']} (ground-truth id {gid})")
             seen.add(gid)
-            for inst in row["instances"]:
-                results.append({
-                    "image_id": gid,
-                    "category_id": inst["category_id"],
-                    "bbox": inst["bbox"],
-                    "score": inst["score"],
-                    "segmentation": inst["segmentation"],
-                })  # fmt: skip
+            results.extend(coco_results(gid, row["instances"]))
     if unknown:
         raise _names_error("rows for images not in the ground truth", unknown)
     if repeated:

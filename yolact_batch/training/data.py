@@ -1,6 +1,6 @@
 """A COCO instances file as training samples: network input, relative boxes, prototype-size masks.
 
-Images go through ``yolact_batch.preprocess.preprocess`` (the inference transform, bit for
+Images go through ``yolact_batch.core.preprocess.preprocess`` (the inference transform, bit for
 bit), so the model trains on exactly what it will see at inference.
 """
 
@@ -13,9 +13,9 @@ import cv2
 import numpy as np
 import torch
 
-from yolact_batch import rle
-from yolact_batch.configs import ModelConfig
-from yolact_batch.preprocess import preprocess
+from yolact_batch.core import rle
+from yolact_batch.core.configs import ModelConfig
+from yolact_batch.core.preprocess import preprocess
 from yolact_batch.training.losses import Targets
 
 

@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from yolact_batch.coco import instances
-from yolact_batch.detections import Detections
+from yolact_batch.core.coco import coco_results, instances
+from yolact_batch.core.detections import Detections
 from yolact_batch.evaluation.coco_eval import evaluate_coco, ground_truth_coco
 
 _AP_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -28,7 +28,7 @@ def coco_metrics(json_path: str | Path, predictions: dict[int, Detections]) -> d
     dataset = json.loads(Path(json_path).read_text())
     gt = ground_truth_coco(dataset)
     names = {c["id"]: c["name"] for c in dataset["categories"]}
-    results = [{"image_id": image_id, **inst} for image_id, dets in predictions.items() for inst in instances(dets)]
+    results = [entry for image_id, dets in predictions.items() for entry in coco_results(image_id, instances(dets))]
     metrics: dict[str, float] = {}
     for iou_type in ("bbox", "segm"):
         evaluation = evaluate_coco(gt, results, iou_type, image_ids=predictions)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from yolact_batch.export.graph import crop_masks
+from yolact_batch.torchnet.graph import crop_masks
 from yolact_batch.training.targets import Match, match
 
 

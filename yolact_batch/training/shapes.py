@@ -7,8 +7,8 @@ with the yolact_base square priors rescaled to 256 px, and the ResNet mean/std n
 
 from __future__ import annotations
 
-from yolact_batch.configs import ModelConfig, scaled_priors
-from yolact_batch.synthetic import SHAPE_CLASSES
+from yolact_batch.core.configs import ModelConfig, scaled_priors
+from yolact_batch.core.synthetic import SHAPE_CLASSES
 
 SHAPES_INPUT_SIZE = 256
 

@@ -1,8 +1,8 @@
 """Training targets: which prior predicts which ground-truth box, and the box regression targets.
 
 Boxes are relative ``(x1, y1, x2, y2)``; priors are relative ``(cx, cy, w, h)`` as
-``yolact_batch.priors.make_priors`` builds them. ``encode_boxes`` is the exact inverse of
-``yolact_batch.boxes.decode_boxes`` (SSD variances 0.1 / 0.2).
+``yolact_batch.core.priors.make_priors`` builds them. ``encode_boxes`` is the exact inverse of
+``yolact_batch.core.boxes.decode_boxes`` (SSD variances 0.1 / 0.2).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from yolact_batch.boxes import VARIANCES
+from yolact_batch.core.boxes import VARIANCES
 
 NEUTRAL = -1  # class target of priors that are neither positive nor negative (ignored by the loss)
 

@@ -1,0 +1,161 @@
+"""Fast NMS against slow reference oracles, hand tables and properties (as torchvision tests NMS)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from yolact_batch.core.nms import cross_class_fast_nms, fast_nms, greedy_nms
+
+
+def _iou(a, b):
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def reference_fast_nms(boxes, scores, iou_threshold, top_k, max_detections):
+    """Literal, loop-by-loop Fast NMS: per class, top_k best, drop if any better one overlaps."""
+    kept = []
+    for c in range(scores.shape[0]):
+        order = sorted(range(scores.shape[1]), key=lambda i: -scores[c, i])[:top_k]
+        for rank, i in enumerate(order):
+            if all(_iou(boxes[i], boxes[j]) <= iou_threshold for j in order[:rank]):
+                kept.append((float(scores[c, i]), c, i))
+    kept.sort(key=lambda t: -t[0])
+    return kept[:max_detections]
+
+
+def reference_greedy_nms(boxes, scores, iou_threshold, score_threshold, max_detections):
+    kept = []
+    for c in range(scores.shape[0]):
+        order = sorted(
+            (i for i in range(scores.shape[1]) if scores[c, i] > score_threshold), key=lambda i: -scores[c, i]
+        )
+        alive = []
+        for i in order:
+            if all(_iou(boxes[i], boxes[j]) <= iou_threshold for j in alive):
+                alive.append(i)
+        kept += [(float(scores[c, i]), c, i) for i in alive]
+    kept.sort(key=lambda t: -t[0])
+    return kept[:max_detections]
+
+
+def random_case(seed, n=60, classes=4):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 0.8, (n, 2))
+    wh = rng.uniform(0.02, 0.4, (n, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    # Clusters of near-duplicates so suppression actually happens.
+    boxes[n // 2 :] = boxes[: n - n // 2] + rng.normal(0, 0.01, (n - n // 2, 4)).astype(np.float32)
+    scores = rng.permutation(classes * n).reshape(classes, n).astype(np.float32) / (classes * n)  # distinct
+    return boxes, scores
+
+
+def as_triples(result):
+    idx, cls, sc = result
+    return [(float(s), int(c), int(i)) for i, c, s in zip(idx, cls, sc)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("top_k,max_det", [(200, 100), (7, 100), (200, 5), (1, 3)])
+def test_fast_nms_matches_oracle(seed, top_k, max_det):
+    boxes, scores = random_case(seed)
+    got = as_triples(fast_nms(boxes, scores, iou_threshold=0.5, top_k=top_k, max_detections=max_det))
+    assert got == reference_fast_nms(boxes, scores, 0.5, top_k, max_det)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_cross_class_fast_nms_matches_oracle(seed):
+    boxes, scores = random_case(seed)
+    best = scores.max(axis=0, keepdims=True)
+    expected = [(s, int(scores[:, i].argmax()), i) for s, _, i in reference_fast_nms(boxes, best, 0.5, 200, 100)]
+    assert as_triples(cross_class_fast_nms(boxes, scores, iou_threshold=0.5, top_k=200, max_detections=100)) == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_greedy_nms_matches_oracle(seed):
+    boxes, scores = random_case(seed)
+    got = as_triples(greedy_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.3, max_detections=100))
+    assert got == reference_greedy_nms(boxes, scores, 0.5, 0.3, 100)
+
+
+@pytest.mark.parametrize("nms", [fast_nms, cross_class_fast_nms, greedy_nms])
+def test_empty_inputs_give_empty_arrays(nms):
+    for scores in (np.zeros((3, 0), np.float32), np.zeros((0, 5), np.float32)):
+        idx, cls, sc = nms(np.zeros((scores.shape[1], 4), np.float32), scores)
+        assert idx.shape == cls.shape == sc.shape == (0,)
+        assert idx.dtype == cls.dtype == np.int64 and sc.dtype == np.float32
+
+
+# Hand-written table: two boxes of one class; the second overlaps the first by exactly the IoU given.
+@pytest.mark.parametrize(
+    "iou_threshold,second_box,kept",
+    [
+        (0.5, [0, 0, 10, 10], 1),  # duplicate: suppressed
+        (0.5, [5, 0, 15, 10], 2),  # IoU 1/3 <= 0.5: kept
+        (1 / 3, [5, 0, 15, 10], 2),  # exactly at the threshold: kept (suppression is strict >)
+        (0.3, [5, 0, 15, 10], 1),
+        (0.5, [20, 20, 30, 30], 2),  # disjoint
+    ],
+)
+def test_threshold_table(iou_threshold, second_box, kept):
+    boxes = np.array([[0, 0, 10, 10], second_box], np.float32)
+    scores = np.array([[0.9, 0.8]], np.float32)
+    for nms in (fast_nms, greedy_nms):
+        extra = {"score_threshold": 0.0} if nms is greedy_nms else {}
+        assert len(nms(boxes, scores, iou_threshold=np.float32(iou_threshold), **extra)[0]) == kept
+
+
+def test_fast_nms_suppressed_box_still_suppresses():
+    # A > B > C in score; A overlaps B, B overlaps C, A does not overlap C.
+    boxes = np.array([[0, 0, 10, 10], [4, 0, 14, 10], [8, 0, 18, 10]], np.float32)
+    scores = np.array([[0.9, 0.8, 0.7]], np.float32)
+    assert fast_nms(boxes, scores, iou_threshold=0.3)[0].tolist() == [0]  # C dropped by dropped B
+    assert greedy_nms(boxes, scores, iou_threshold=0.3, score_threshold=0)[0].tolist() == [0, 2]
+
+
+def test_classes_do_not_suppress_each_other():
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    scores = np.array([[0.9, 0.1], [0.8, 0.2]], np.float32)  # same box 0 in both classes
+    idx, cls, sc = fast_nms(boxes, scores)
+    # All four survive, low scores included: Fast NMS has no second threshold.
+    assert list(zip(idx.tolist(), cls.tolist())) == [(0, 0), (0, 1), (1, 1), (1, 0)]
+    assert cross_class_fast_nms(boxes, scores)[0].tolist() == [0, 1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.1, 0.9))
+def test_fast_nms_keeps_a_subset_of_greedy_and_is_permutation_invariant(seed, thr):
+    boxes, scores = random_case(seed, n=30, classes=2)
+    fast = set(
+        map(
+            tuple, np.stack(fast_nms(boxes, scores, iou_threshold=thr, top_k=1000, max_detections=1000)[:2], 1).tolist()
+        )
+    )
+    greedy = greedy_nms(boxes, scores, iou_threshold=thr, score_threshold=-1, max_detections=1000)
+    assert fast <= set(map(tuple, np.stack(greedy[:2], 1).tolist()))
+    perm = np.random.default_rng(seed).permutation(len(boxes))
+    idx, cls, sc = fast_nms(boxes[perm], scores[:, perm], iou_threshold=thr, top_k=1000, max_detections=1000)
+    assert set(zip(perm[idx].tolist(), cls.tolist())) == fast
+
+
+@pytest.mark.parametrize("nms", [fast_nms, cross_class_fast_nms, greedy_nms])
+@pytest.mark.parametrize(
+    "boxes, scores, message",
+    [
+        (np.zeros((3, 5), np.float32), np.zeros((2, 3), np.float32), r"boxes must have shape \[N, 4\], got \[3, 5\]"),
+        (np.zeros(4, np.float32), np.zeros((2, 1), np.float32), r"boxes must have shape \[N, 4\], got \[4\]"),
+        (np.zeros((3, 4), np.float32), np.zeros((2, 4), np.float32), r"scores must have shape \[C, N\] with N = 3"),
+        (np.zeros((3, 4), np.float32), np.zeros(3, np.float32), r"scores must have shape \[C, N\]"),
+    ],
+)
+def test_nms_input_errors(nms, boxes, scores, message):
+    with pytest.raises(ValueError, match=message):
+        nms(boxes, scores)
+
+
+def test_best_scores_shape_is_checked():
+    with pytest.raises(ValueError, match=r"best_scores must have shape \[3\], got \[2\]"):
+        fast_nms(np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32), best_scores=np.zeros(2, np.float32))

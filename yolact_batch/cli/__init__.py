@@ -1,0 +1,1 @@
+"""The yolact-batch command line."""

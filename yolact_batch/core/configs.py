@@ -1,0 +1,168 @@
+"""Official YOLACT model configurations, as frozen dataclasses.
+
+Only the facts needed to build priors, preprocess images and post-process the heads
+are kept here; the network layout itself lives in ``yolact_batch.torchnet.network``.
+Numbers follow the reference implementation (dbolya/yolact, ``data/config.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from yolact_batch.core.coco import COCO_CATEGORY_IDS, COCO_CLASSES
+
+MEAN_BGR = (103.94, 116.78, 123.68)
+STD_BGR = (57.38, 57.12, 58.40)
+_BASE_SCALES = (24, 48, 96, 192, 384)
+_ASPECT_RATIOS = (1.0, 0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """How the anchors ("priors") are laid out.
+
+    Attributes:
+        input_size: side of the square network input in pixels (550 for yolact_base).
+        conv_sizes: side of each prediction feature map, finest first (69, 35, 18, 9, 5 at 550).
+        scales: anchor scale in input pixels, one per level.
+        aspect_ratios: aspect ratios used at every level, in prior order.
+        square: keep ``h = w`` (the reference's backward-compatible square anchors).
+    """
+
+    input_size: int
+    conv_sizes: tuple[int, ...]
+    scales: tuple[int, ...]
+    aspect_ratios: tuple[float, ...] = _ASPECT_RATIOS
+    square: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.conv_sizes) != len(self.scales):
+            raise ValueError(
+                f"PriorConfig needs one scale per level: got {len(self.scales)} scales "
+                f"for {len(self.conv_sizes)} conv sizes"
+            )
+
+    @property
+    def num_priors(self) -> int:
+        return sum(s * s for s in self.conv_sizes) * len(self.aspect_ratios)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything a runtime needs to know about a YOLACT model besides its weights.
+
+    Attributes:
+        name: reference config name (``yolact_base``, ``yolact_resnet50``, ...).
+        backbone: ``resnet101``, ``resnet50``, ``darknet53`` or ``resnet_tiny`` (a small
+            BasicBlock ResNet for models trained by this project).
+        priors: the anchor layout (also fixes the input size).
+        class_names: foreground class names; index ``i`` is network class ``i + 1``.
+        category_ids: COCO category id for each foreground class.
+        num_prototypes: number of mask prototypes (32 for every official config).
+        mean_bgr, std_bgr: input normalisation, BGR order, in 0..255 pixel units.
+        normalize: ``"mean_std"`` (``(x - mean) / std``, the ResNet configs) or ``"unit"``
+            (``x / 255``, the reference's DarkNet transform).
+        fpn_channels: width of the FPN, ProtoNet and prediction head (256 for every official
+            config; small project models use fewer).
+    """
+
+    name: str
+    backbone: str
+    priors: PriorConfig
+    class_names: tuple[str, ...] = COCO_CLASSES
+    category_ids: tuple[int, ...] = field(default=())
+    num_prototypes: int = 32
+    mean_bgr: tuple[float, float, float] = MEAN_BGR
+    std_bgr: tuple[float, float, float] = STD_BGR
+    normalize: str = "mean_std"
+    fpn_channels: int = 256
+
+    def __post_init__(self) -> None:
+        if self.fpn_channels < 1:
+            raise ValueError(f"ModelConfig.fpn_channels must be >= 1, got {self.fpn_channels}")
+        if self.normalize not in ("mean_std", "unit"):
+            raise ValueError(f"ModelConfig.normalize must be 'mean_std' or 'unit', got {self.normalize!r}")
+        if not self.category_ids:
+            object.__setattr__(self, "category_ids", tuple(range(1, len(self.class_names) + 1)))
+        if len(self.category_ids) != len(self.class_names):
+            raise ValueError(
+                f"ModelConfig {self.name!r}: {len(self.class_names)} class names but "
+                f"{len(self.category_ids)} category ids"
+            )
+
+    @property
+    def input_size(self) -> int:
+        return self.priors.input_size
+
+    @property
+    def num_classes(self) -> int:
+        """Number of network classes, background included (81 for COCO)."""
+        return len(self.class_names) + 1
+
+    @property
+    def proto_size(self) -> int:
+        """Side of the prototype masks: twice the finest feature map (138 at 550)."""
+        return 2 * self.priors.conv_sizes[0]
+
+
+def feature_map_sizes(input_size: int, num_levels: int = 5) -> tuple[int, ...]:
+    """Sides of the P3..P7 feature maps for a square input.
+
+    Every stride-2 layer of the official backbones (7x7/3x3 convs with "same" padding and
+    the 3x3 max-pool) maps a side ``n`` to ``ceil(n / 2)``; P3 is the third halving.
+    """
+    sizes = []
+    side = input_size
+    for level in range(2 + num_levels):
+        side = math.ceil(side / 2)
+        if level >= 2:
+            sizes.append(side)
+    return tuple(sizes)
+
+
+def scaled_priors(input_size: int) -> PriorConfig:
+    """The yolact_base prior layout for another input size (P3..P7, three square anchors per cell).
+
+    Scales are the yolact_base pixel scales rescaled from 550 and truncated to int, as the
+    reference does for im400 / im700.
+    """
+    scales = tuple(int(s / 550 * input_size) for s in _BASE_SCALES)
+    return PriorConfig(input_size=input_size, conv_sizes=feature_map_sizes(input_size), scales=scales)
+
+
+def _official(name: str, backbone: str, input_size: int) -> ModelConfig:
+    priors = scaled_priors(input_size)
+    # The reference feeds DarkNet RGB / 255 with no mean/std ("darknet_transform").
+    normalize = "unit" if backbone == "darknet53" else "mean_std"
+    return ModelConfig(name=name, backbone=backbone, priors=priors, category_ids=COCO_CATEGORY_IDS, normalize=normalize)
+
+
+OFFICIAL_CONFIGS: dict[str, ModelConfig] = {
+    cfg.name: cfg
+    for cfg in (
+        _official("yolact_base", "resnet101", 550),
+        _official("yolact_resnet50", "resnet50", 550),
+        _official("yolact_darknet53", "darknet53", 550),
+        _official("yolact_im400", "resnet101", 400),
+        _official("yolact_im700", "resnet101", 700),
+    )
+}
+
+
+def get_config(name: str) -> ModelConfig:
+    """Return the official config called ``name``; the error lists the valid names."""
+    try:
+        return OFFICIAL_CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown YOLACT config {name!r}; expected one of {sorted(OFFICIAL_CONFIGS)}") from None
+
+
+def with_classes(config: ModelConfig, class_names: tuple[str, ...], name: str | None = None) -> ModelConfig:
+    """A copy of ``config`` for a custom dataset (category ids 1..N)."""
+    return replace(
+        config,
+        name=name or config.name,
+        class_names=tuple(class_names),
+        category_ids=tuple(range(1, len(class_names) + 1)),
+    )

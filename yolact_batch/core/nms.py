@@ -1,0 +1,214 @@
+"""Non-maximum suppression: YOLACT's Fast NMS (per class and cross-class) and greedy NMS.
+
+All functions take candidate boxes ``float32[N, 4]`` in ``(x1, y1, x2, y2)`` and return
+the same triple ``(indices, classes, scores)``, sorted by descending score:
+``indices`` into the candidates (``int64[D]``), foreground ``classes`` (``int64[D]``)
+and ``scores`` (``float32[D]``). No candidates gives three empty arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from yolact_batch.core.boxes import box_iou
+
+
+def _check_inputs(boxes: np.ndarray, scores: np.ndarray, best_scores: np.ndarray | None = None) -> None:
+    """Shapes every NMS here expects, refused with the shape found (as torchvision's ``nms`` does)."""
+    if np.ndim(boxes) != 2 or np.shape(boxes)[1] != 4:
+        raise ValueError(f"boxes must have shape [N, 4], got {list(np.shape(boxes))}")
+    if np.ndim(scores) != 2 or np.shape(scores)[1] != np.shape(boxes)[0]:
+        raise ValueError(
+            f"scores must have shape [C, N] with N = {np.shape(boxes)[0]} boxes, got {list(np.shape(scores))}"
+        )
+    if best_scores is not None and np.shape(best_scores) != (np.shape(boxes)[0],):
+        raise ValueError(f"best_scores must have shape [{np.shape(boxes)[0]}], got {list(np.shape(best_scores))}")
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For entries listed best first, the rank of each within its group (0 = best)."""
+    by_group = np.argsort(groups, kind="stable")
+    sorted_groups = groups[by_group]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    rank = np.empty(len(groups), np.int64)
+    rank[by_group] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    return rank
+
+
+def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Fast NMS's test for entries listed best first: is the IoU with any better entry of
+    the same group ``> iou_threshold``? (Suppressed entries still suppress.)
+
+    Groups are packed into a zero-padded ``[G, k, 4]`` array so each group gets its own
+    ``k x k`` upper-triangular IoU matrix, exactly as the reference's per-class matrices.
+    """
+    if len(groups) == 0:
+        return np.zeros(0, bool)
+    rank = _rank_within(groups)
+    _, row = np.unique(groups, return_inverse=True)
+    padded = np.zeros((row.max() + 1, rank.max() + 1, 4), boxes.dtype)
+    padded[row, rank] = boxes
+    valid = np.zeros(padded.shape[:2], bool)
+    valid[row, rank] = True
+    pairs = np.triu(valid[:, :, None] & valid[:, None, :], k=1)
+    iou = np.where(pairs, box_iou(padded, padded), 0)
+    # A NaN IoU (two empty boxes) propagates through max and suppresses, as in torch.
+    return ~(iou.max(axis=1)[row, rank] <= iou_threshold)
+
+
+def _fast_nms_by_score(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    best: np.ndarray,
+    iou_threshold: float,
+    top_k: int,
+    max_detections: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fast NMS over ``scores [C, N]``, visiting entries from the best down.
+
+    An entry's fate (its rank within its class, and whether a better box of its class
+    overlaps it) depends only on better entries. So the entries scoring at least some
+    threshold ``t`` can be decided on their own, and if ``max_detections`` of them
+    survive, nothing below ``t`` can make the cut. ``t`` starts high (about
+    ``2 * max_detections`` entries) and is lowered until that holds or every entry is
+    in; the result equals the reference's full ``[C, top_k, top_k]`` computation.
+    ``best`` is each candidate's highest class score.
+    """
+    num_candidates = scores.shape[1]
+    depth = 2 * max_detections
+    while True:
+        if depth >= num_candidates:
+            threshold = -np.inf
+        else:
+            threshold = np.partition(best, num_candidates - depth)[num_candidates - depth]
+        # Only candidates whose best score reaches t hold entries >= t; the column subset
+        # keeps nonzero's order (class, then candidate).
+        columns = np.flatnonzero(best >= threshold)
+        classes, idx = np.nonzero(scores[:, columns] >= threshold)
+        idx = columns[idx]
+        entry_scores = scores[classes, idx]
+        order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
+        classes, idx, entry_scores = classes[order], idx[order], entry_scores[order]
+        in_top_k = _rank_within(classes) < top_k
+        classes, idx, entry_scores = classes[in_top_k], idx[in_top_k], entry_scores[in_top_k]
+        keep = np.flatnonzero(~_suppressed(boxes[idx], classes, iou_threshold))
+        if len(keep) >= max_detections or threshold == -np.inf:
+            keep = keep[:max_detections]
+            return idx[keep].astype(np.int64), classes[keep].astype(np.int64), entry_scores[keep]
+        depth *= 4
+
+
+def fast_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    top_k: int = 200,
+    max_detections: int = 100,
+    best_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """YOLACT Fast NMS, one matrix per class.
+
+    Each class keeps its ``top_k`` best candidates; a candidate is dropped when its IoU with
+    any higher-scored candidate of its class is ``> iou_threshold`` (even if that one was
+    dropped itself). The survivors of all classes are sorted and cut to ``max_detections``.
+
+    Args:
+        boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
+        scores: ``float32[C, N]`` per-class scores of each candidate (a transposed view is fine).
+        best_scores: ``float32[N]``, ``scores.max(axis=0)`` when the caller already has it
+            (it costs as much as the rest of the function).
+
+    Returns:
+        ``(indices int64[K], classes int64[K], scores float32[K])``, best score first.
+    """
+    _check_inputs(boxes, scores, best_scores)
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
+        return _empty()
+    best = scores.max(axis=0) if best_scores is None else best_scores
+    return _fast_nms_by_score(boxes, scores, best, iou_threshold, top_k, max_detections)
+
+
+def cross_class_fast_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    top_k: int = 200,
+    max_detections: int = 100,
+    best_scores: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fast NMS over all classes at once: each candidate competes with its best class score.
+
+    Args:
+        boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
+        scores: ``float32[C, N]`` per-class scores of each candidate.
+        best_scores: ``float32[N]``, ``scores.max(axis=0)`` when the caller already has it.
+
+    Returns:
+        ``(indices int64[K], classes int64[K], scores float32[K])``, best score first.
+    """
+    _check_inputs(boxes, scores, best_scores)
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
+        return _empty()
+    best = scores.max(axis=0) if best_scores is None else best_scores
+    idx, _, best = _fast_nms_by_score(boxes, best[None], best, iou_threshold, top_k, max_detections)
+    return idx, scores[:, idx].argmax(axis=0).astype(np.int64), best
+
+
+def _best(indices, classes, scores, max_detections):
+    order = np.argsort(-scores, kind="stable")[:max_detections]
+    return indices[order].astype(np.int64), classes[order].astype(np.int64), scores[order]
+
+
+def greedy_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+    cross_class: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classic sequential NMS (torchvision semantics): only kept boxes suppress others.
+
+    Per class (or over the best class with ``cross_class``), candidates scoring
+    ``> score_threshold`` are visited best first; each suppresses the remaining ones whose
+    IoU with it is ``> iou_threshold``.
+
+    Args:
+        boxes: ``float32[N, 4]`` candidate boxes in ``(x1, y1, x2, y2)``.
+        scores: ``float32[C, N]`` per-class scores of each candidate.
+
+    Returns:
+        ``(indices int64[K], classes int64[K], scores float32[K])``, best score first.
+    """
+    _check_inputs(boxes, scores)
+    if scores.shape[1] == 0 or scores.shape[0] == 0:
+        return _empty()
+    if cross_class:
+        rows = [(scores.argmax(axis=0), scores.max(axis=0))]
+    else:
+        rows = [(np.full(scores.shape[1], c), scores[c]) for c in range(scores.shape[0])]
+    out_idx, out_cls, out_scores = [], [], []
+    for classes, row in rows:
+        cand = np.flatnonzero(row > score_threshold)
+        cand = cand[np.argsort(-row[cand], kind="stable")]
+        if cand.size == 0:
+            continue
+        iou = box_iou(boxes[cand], boxes[cand])
+        alive = np.ones(cand.size, bool)
+        for i in range(cand.size):
+            if alive[i]:
+                alive[i + 1 :] &= ~(iou[i, i + 1 :] > iou_threshold)
+        kept = cand[alive]
+        out_idx.append(kept)
+        out_cls.append(classes[kept])
+        out_scores.append(row[kept])
+    if not out_idx:
+        return _empty()
+    return _best(np.concatenate(out_idx), np.concatenate(out_cls), np.concatenate(out_scores), max_detections)

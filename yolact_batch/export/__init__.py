@@ -1,7 +1,0 @@
-"""Torch twin of the YOLACT network and its ONNX exporter (needs the ``export`` extra: torch, onnx)."""
-
-from yolact_batch.export.checkpoint import load_checkpoint
-from yolact_batch.export.network import Yolact, build_network
-from yolact_batch.export.onnx_export import export_onnx
-
-__all__ = ["Yolact", "build_network", "export_onnx", "load_checkpoint"]
