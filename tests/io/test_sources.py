@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.job.conftest import jpeg_images, s3_server  # noqa: F401 (s3_server: a fixture)
+from tests.job.conftest import jpeg_images
 from yolact_batch.io.sources import ITEM_SCHEMA, InputError, SourceOptions, fetch, image_id_from_name, list_inputs
 from yolact_batch.io.storage import StorageOptions
 
