@@ -70,13 +70,29 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--anonymous", action="store_true", help="public buckets: no credentials")
     o.add_argument("--profile", help="AWS profile name")
     o.add_argument("--region", help="AWS region name")
+    o.add_argument(
+        "--io-retry-window", type=float, default=120.0,
+        help="seconds a failing storage call is retried before the run fails (120; see README Bad input policy)",
+    )  # fmt: skip
+
+
+def add_suffix_option(parser) -> None:
+    """``--image-suffixes``: what is listed as an image in folders and tar shards."""
+    from yolact_batch.io.sources import IMAGE_SUFFIXES, image_suffixes
+
+    parser.add_argument(
+        "--image-suffixes", type=image_suffixes, default=None,
+        help="file suffixes read as images in folders and tar shards: a list (.jpg,.png), or changes to the default "
+        f"(+.heic,-.gif); default: what this OpenCV reads ({' '.join(IMAGE_SUFFIXES)})",
+    )  # fmt: skip
 
 
 def storage_from_args(args: argparse.Namespace) -> StorageOptions:
     """The ``StorageOptions`` the options of ``add_storage_options`` describe."""
     return StorageOptions(
-        endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile, region=args.region
-    )
+        endpoint_url=args.endpoint_url, anonymous=args.anonymous, profile=args.profile, region=args.region,
+        retry_window_s=args.io_retry_window,
+    )  # fmt: skip
 
 
 def _comma_list(text: str) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from yolact_batch.core.metadata import load_sidecar
 from yolact_batch.core.postprocess import Postprocessor
 from yolact_batch.core.settings import InferenceRequest
 from yolact_batch.io.commit import OutputStore
+from yolact_batch.io.inventory import Skipped
 from yolact_batch.io.schema import ModelRef
 from yolact_batch.io.sources import SourceOptions
 from yolact_batch.io.storage import StorageOptions, model_digest, read_bytes
@@ -158,6 +159,8 @@ class Plan:
     skipped: int
     output: OutputStore
     run_id: str
+    not_read: Skipped = field(default_factory=Skipped)  # entries of the input not read, by reason
+    lease: object = field(default=None, repr=False, compare=False)  # io.commit.Lease of this driver; run() releases it
 
 
 class Executed(NamedTuple):
