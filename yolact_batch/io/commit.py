@@ -133,7 +133,8 @@ class OutputStore:
     def clear_success(self) -> None:
         self.remove(self.SUCCESS)
 
-    def write_json(self, name: str, data: dict) -> None:
+    def write_json(self, name: str, data: dict, retried: bool = True) -> None:
+        """Write ``OUTPUT/name`` atomically; ``retried=False``: one attempt (the lease heartbeat)."""
         fs, root = self._fs()
         blob = json.dumps(data, indent=2, sort_keys=True).encode()
 
@@ -142,7 +143,7 @@ class OutputStore:
                 fs.makedirs(root, exist_ok=True)
             self._atomic_write(fs, f"{root}/{name}", blob)
 
-        self._retry(write, f"writing {name} of")
+        self._retry(write, f"writing {name} of") if retried else write()
 
     def remove(self, name: str) -> None:
         fs, root = self._fs()
@@ -262,7 +263,10 @@ class OutputStore:
         def attempt() -> None:
             current = (self.read_manifest() or {}).get("run_id")
             if current != run_id:
-                raise Superseded(f"{self.url}: run {run_id} was superseded by run {current}; not committing {name}")
+                raise Superseded(
+                    f"{self.url}: run {run_id} was superseded by run {current} (another driver took this output over "
+                    f"after this one's lease looked dead); not committing {name}: this run stops, its commits stay"
+                )
             if is_local(fs):
                 fs.makedirs(f"{root}/predictions", exist_ok=True)
             self._atomic_write(fs, f"{root}/{self.PREDICTIONS}/{name}", buffer.getvalue())
@@ -295,13 +299,13 @@ class Lease:
         self.thread = threading.Thread(target=self._loop, name="output-lease", daemon=True)
         self.thread.start()
 
-    def _beat(self) -> None:
-        self.output.write_json(OutputStore.LEASE, {**self.record, "heartbeat": time.time()})
+    def _beat(self, retried: bool = True) -> None:
+        self.output.write_json(OutputStore.LEASE, {**self.record, "heartbeat": time.time()}, retried=retried)
 
     def _loop(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             try:
-                self._beat()
+                self._beat(retried=False)  # one attempt: release() must not wait out a retry window
             except Exception:  # a missed beat only makes the lease look older; the commits report outages
                 pass
 

@@ -80,7 +80,9 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
     """Every check that can fail, before any cluster work: model, input, output ownership.
 
     Raises:
-        FileNotFoundError, ValueError (``InputError``, ``JobConflict``): with one clear message.
+        FileNotFoundError, ValueError (``InputError``, ``JobConflict``, ``OutputBusy``, ``CorruptOutput``, a model
+        that is a folder, an output that is a file, an input inside the output), ``StorageUnavailable``: each with
+        one line naming the file and the fix.
     """
     from yolact_batch.backends.factory import BackendOptions
     from yolact_batch.model import YolactModel
