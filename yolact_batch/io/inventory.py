@@ -35,6 +35,10 @@ from yolact_batch.io.storage import is_local
 EXAMPLES = 3  # example names kept per reason
 
 
+class InputError(ValueError):
+    """The input cannot be listed (missing, unreadable, empty, ambiguous); names the fix."""
+
+
 @dataclass
 class Skipped:
     """Entries of the input that are not read, by reason: a count and a few example names.

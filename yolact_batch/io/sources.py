@@ -40,7 +40,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from yolact_batch.core.preprocess import decodable_suffixes
-from yolact_batch.io.inventory import Skipped, glob_files, is_regular, walk
+from yolact_batch.io.inventory import InputError, Skipped, glob_files, is_regular, walk
+from yolact_batch.io.manifests import manifest_entries
 from yolact_batch.io.storage import PERMANENT, StorageOptions, StorageUnavailable, filesystem, is_local, retry
 
 IMAGE_SUFFIXES = decodable_suffixes()
@@ -63,10 +64,6 @@ ITEM_SCHEMA = pa.schema(
         ("length", pa.int64()),  # tar: data size; Parquet: row within the row group
     ]
 )
-
-
-class InputError(ValueError):
-    """The input cannot be listed (missing, unreadable, empty, ambiguous); names the fix."""
 
 
 # Listing errors that retrying cannot fix (InputError is a ValueError, hence in PERMANENT).
@@ -359,64 +356,12 @@ def _image_items(fs, url, files, options, storage, skipped):
         yield _named(_uri(fs, url, f))
 
 
-def _normal_local(path: str) -> str:
-    """``/a//b/./c.jpg`` -> ``/a/b/c.jpg`` (POSIX keeps a leading ``//``; one file needs one name)."""
-    return "/" + posixpath.normpath(path).lstrip("/")
-
-
-def _entry_uri(entry: str, base: str, local_style: str) -> str:
-    """A manifest entry as the one URI of its file: relative entries joined to the manifest's
-    folder; local paths normalised and spelled like the input (plain, or ``file://``)."""
-    if entry.startswith("file://"):
-        entry = entry[len("file://") :]
-        entry = entry[len("localhost") :] if entry.startswith("localhost/") else entry
-    elif "://" in entry:
-        return entry
-    if not entry.startswith("/"):
-        protocol, sep, folder = base.rpartition("://")
-        if protocol and protocol != "file":
-            return f"{protocol}{sep}{posixpath.normpath(posixpath.join(folder, entry))}"
-        entry = posixpath.join(folder, entry)
-    return local_style + _normal_local(entry)
-
-
 def _manifest_items(fs, url, files, options, storage, skipped):
     local_style = "file://" if url.startswith("file://") else ""
     for f in files:
         base = posixpath.dirname(_uri(fs, url, f))
-        ids: dict[int, int] = {}
-        raw = fs.cat_file(f)
-        for number, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n"), 1):
-            try:
-                line = data.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                skipped.add("manifest line not UTF-8", f"{posixpath.basename(f)} line {number}")
-                continue
-            if not line:
-                continue
-            entry, _, ident = line.partition("\t")
-            entry = entry.strip()
-            uri = _entry_uri(entry, base, local_style)
-            if line.startswith("#") and not _exists(uri, storage):  # a comment, unless it names a file
-                continue
-            try:
-                image_id = int(ident) if ident.strip() else None
-            except ValueError:
-                raise InputError(f"{f} line {number}: image id {ident!r} is not an integer") from None
-            if image_id is not None:
-                if image_id in ids:
-                    raise InputError(
-                        f"{f} line {number}: image id {image_id} is also on line {ids[image_id]}; ids must be unique"
-                    )
-                ids[image_id] = number
-                yield _item(uri, image_id, "file", uri)
-            else:
-                yield _named(uri)
-
-
-def _exists(uri: str, storage: StorageOptions) -> bool:
-    fs, path = filesystem(uri, storage)
-    return fs.isfile(path)
+        for uri, image_id in manifest_entries(fs.cat_file(f), f, base, local_style, storage, skipped):
+            yield _named(uri) if image_id is None else _item(uri, image_id, "file", uri)
 
 
 def _tar_items(fs, url, files, options, storage, skipped):
