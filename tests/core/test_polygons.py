@@ -75,6 +75,14 @@ def test_tolerance_simplifies_within_bounds():
         mask_rings(blob, -1.0)
 
 
+def test_small_mask_vanishes_under_a_large_tolerance():
+    small = np.zeros((20, 20), bool)
+    small[5:8, 5:8] = True  # 3x3: its outline is 4 corners 2 pixels apart
+    assert len(mask_rings(small, 1.0).outer) == 1
+    vanished = mask_rings(small, 3.0)  # Douglas-Peucker keeps 2 of the corners: no area left
+    assert (vanished.outer, vanished.dropped) == ((), 1) and merge_rings(vanished).shape == (0, 2)
+
+
 def test_merge_without_outer_ring():
     assert merge_rings(MaskRings((), (), 2)).shape == (0, 2)
 

@@ -81,3 +81,14 @@ def test_clashing_category_ids_and_file_names(tmp_path):
     export_datumaro(
         str(tmp_path / "twice"), str(tmp_path / "t"), image_root=str(tmp_path)
     )  # a/shapes.png, b/shapes.png
+
+
+def test_empty_and_error_only_outputs(tmp_path):
+    write_rows([], str(tmp_path / "empty"))
+    write_rows(shape_rows(tmp_path / "img")[2:], str(tmp_path / "bad"))  # one error row
+    for name, error_rows in (("empty", 0), ("bad", 1)):
+        report = export_datumaro(str(tmp_path / name), str(tmp_path / f"ds-{name}"))
+        assert (report.images, report.exported, report.error_rows) == (0, 0, error_rows)
+        got = run_script("datumaro", "datumaro_coco.py",
+                         tmp_path / f"ds-{name}" / "annotations" / "instances_default.json", tmp_path / "m.npz")  # fmt: skip
+        assert got == {"labels": [], "items": [], "annotations": []}

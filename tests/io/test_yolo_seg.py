@@ -84,7 +84,8 @@ def test_layout_and_data_yaml(output, tmp_path):
     assert data["train"] == data["val"] == "images/train" and data["nc"] == len(data["names"])
     assert os.path.islink(tmp_path / "y" / "images" / "train" / "shapes.png")
     assert open(tmp_path / "y" / "labels" / "train" / "nothing.txt").read() == ""  # background image
-    assert report.files[0].endswith("data.yaml") and len(report.files) == 7
+    assert report.files == tuple(str(tmp_path / "y" / p) for p in ("data.yaml", "labels/train", "images/train"))
+    assert len(os.listdir(tmp_path / "y" / "labels" / "train")) == 6
 
 
 def test_holes_and_parts_are_one_line_each(tmp_path):
@@ -117,6 +118,16 @@ def test_unknown_label_and_duplicate_names(tmp_path):
         export_yolo(str(tmp_path / "out"), str(tmp_path / "z"), labels=["ring"])
 
 
+@pytest.mark.parametrize("name, hint", [("gone.png", ""), ("shard.tar#gone.png", "inside a tar shard")])
+def test_missing_image_is_named(tmp_path, name, hint):
+    rows = shape_rows(tmp_path / "img")[:1]
+    write_rows([{**rows[0], "image_uri": str(tmp_path / name)}], str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match=f"{name}: image not found, cannot copy it.*{hint}"):
+        export_yolo(str(tmp_path / "out"), str(tmp_path / "y"))
+    report = export_yolo(str(tmp_path / "out"), str(tmp_path / "n"), files=YoloFiles(images="none"))
+    assert report.exported == 5 - 2  # without images: the labels only (speck and line have no polygon)
+
+
 def test_polygon_line_normalizes():
     assert (
         polygon_line(2, np.array([[0, 0], [60, 0], [60, 50]]), 120, 100)
@@ -127,5 +138,5 @@ def test_polygon_line_normalizes():
 def test_empty_output(tmp_path):
     write_rows([], str(tmp_path / "out"))
     report = export_yolo(str(tmp_path / "out"), str(tmp_path / "y"))
-    assert (report.images, report.exported, len(report.files)) == (0, 0, 1)
+    assert (report.images, report.exported, len(report.files)) == (0, 0, 3)
     assert "nc: 0" in open(tmp_path / "y" / "data.yaml").read()

@@ -93,7 +93,7 @@ class ExportReport:
         dropped: ``reason -> count`` for every instance not written: the shared rules
             (``other_class``, ``below_score``, ``below_area``, ``over_top_n``) and the export's
             own (e.g. ``no_polygon``: nothing left after polygon simplification).
-        files: files written.
+        files: files written (folders, for exports of one file per image).
         unused_names: class names in the settings that no instance had (typos?).
         notes: one-line warnings for the user (e.g. image references a tool cannot open).
     """
@@ -224,11 +224,16 @@ def place_image(uri: str, target: str, mode: str, storage: StorageOptions) -> No
         from fsspec.implementations.local import LocalFileSystem
 
         if not isinstance(fs, LocalFileSystem):
-            raise ValueError(f"{uri}: --images symlink needs local images; use copy")
+            raise ValueError(f"{uri}: symlinked images must be local files; copy them instead")
         if os.path.lexists(target):
             os.remove(target)
         os.symlink(os.path.abspath(path), target)
         return
-    with fs.open(path, "rb") as src, open(target, "wb") as dst:
+    try:
+        src = fs.open(path, "rb")
+    except FileNotFoundError:
+        inside = " (an image inside a tar shard or Parquet file: use images 'none' and extract it)" if "#" in uri else ""
+        raise FileNotFoundError(f"{uri}: image not found, cannot {mode} it{inside}") from None
+    with src, open(target, "wb") as dst:
         while chunk := src.read(1 << 20):
             dst.write(chunk)

@@ -116,7 +116,7 @@ def export_yolo(
     os.makedirs(images_dir, exist_ok=True)
     os.makedirs(labels_dir, exist_ok=True)
     own = {"no_polygon": 0}
-    exported, taken, written = 0, set(), []
+    exported, taken = 0, set()
     for row, kept in pre.rows(output_uri, ["image_uri", "width", "height"], storage=storage,
                               allow_incomplete=allow_incomplete):  # fmt: skip
         image_name, stem = _names(row["image_uri"], taken)
@@ -130,12 +130,10 @@ def export_yolo(
                 continue
             lines.append(polygon_line(index[inst["label"]], polygon, row["width"], row["height"]))
         exported += len(lines)
-        label_path = os.path.join(labels_dir, stem + ".txt")
-        with open(label_path, "w") as f:
+        with open(os.path.join(labels_dir, stem + ".txt"), "w") as f:
             f.write("".join(line + "\n" for line in lines))
-        written.append(label_path)
         place_image(row["image_uri"], os.path.join(images_dir, image_name), files.images, storage)
     yaml_path = os.path.join(folder, "data.yaml")
     with open(yaml_path, "w") as f:
         f.write(_data_yaml(labels))
-    return pre.report(exported, [yaml_path, *written], own)
+    return pre.report(exported, [yaml_path, labels_dir, images_dir], own)
