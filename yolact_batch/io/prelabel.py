@@ -232,7 +232,9 @@ def place_image(uri: str, target: str, mode: str, storage: StorageOptions) -> No
     try:
         src = fs.open(path, "rb")
     except FileNotFoundError:
-        inside = " (an image inside a tar shard or Parquet file: use images 'none' and extract it)" if "#" in uri else ""
+        inside = (
+            " (an image inside a tar shard or Parquet file: use images 'none' and extract it)" if "#" in uri else ""
+        )
         raise FileNotFoundError(f"{uri}: image not found, cannot {mode} it{inside}") from None
     with src, open(target, "wb") as dst:
         while chunk := src.read(1 << 20):
