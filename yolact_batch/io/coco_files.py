@@ -17,7 +17,7 @@ import numpy as np
 
 from yolact_batch.core import rle
 from yolact_batch.core.polygons import mask_rings
-from yolact_batch.io.prelabel import ExportReport, Prelabeler, PrelabelSettings, place_image, scan_classes
+from yolact_batch.io.prelabel import IMAGE_MODES, ExportReport, Prelabeler, PrelabelSettings, place_image, scan_classes
 from yolact_batch.io.results_io import COCO_NAMES, iter_batches, load_json, rows_to_results
 from yolact_batch.io.storage import StorageOptions, filesystem
 
@@ -221,33 +221,46 @@ def export_datumaro(
     output_uri: str,
     folder: str,
     *,
-    subset: str = "default",
+    settings: PrelabelSettings = PrelabelSettings(),
+    polygons: bool = False,
+    tolerance: float = 0.0,
+    categories: Sequence[tuple[int, str]] = (),
+    image_root: str | None = None,
     images: str = "none",
-    **options,
+    subset: str = "default",
+    allow_incomplete: bool = False,
+    storage: StorageOptions = StorageOptions(),
 ) -> ExportReport:
-    """The COCO dataset in the layout datumaro (CVAT's import engine) reads, ``COCO 1.0`` in CVAT::
+    """The COCO dataset in the folder layout datumaro (CVAT's import engine) reads::
 
-        FOLDER/annotations/instances_<subset>.json     export_dataset(**options)
-        FOLDER/images/<subset>/<file_name>             the images (copy / symlink), or empty
+        FOLDER/annotations/instances_<subset>.json     :func:`export_dataset`
+        FOLDER/images/<subset>/<file_name>             the images (copied / symlinked), or empty
 
-    Zip the folder and import it into a CVAT task as "COCO 1.0", or ``datumaro`` it directly.
+    Zip the folder and upload it to a CVAT task as "COCO 1.0" annotations, or import it with
+    datumaro (``Dataset.import_from(json, "coco_instances")``). Datumaro refuses a JSON that is
+    not in an ``annotations`` folder beside an ``images`` folder.
 
     Args:
-        output_uri: our Parquet output.
+        output_uri, settings, polygons, tolerance, categories, image_root, allow_incomplete,
+            storage: as for :func:`export_dataset`.
         folder: dataset folder (local path).
-        subset: subset name (CVAT's own exports use ``default``).
         images: ``"copy"``, ``"symlink"`` or ``"none"`` (datumaro needs the folder, not the files).
-        options: :func:`export_dataset`'s keyword arguments.
+        subset: subset name (CVAT's own exports use ``default``).
     """
+    if images not in IMAGE_MODES:
+        raise ValueError(f"images must be one of {IMAGE_MODES}, got {images!r}")
     images_dir = os.path.join(folder, "images", subset)
     os.makedirs(images_dir, exist_ok=True)
     os.makedirs(os.path.join(folder, "annotations"), exist_ok=True)
-    report = export_dataset(output_uri, os.path.join(folder, "annotations", f"instances_{subset}.json"), **options)
+    report = export_dataset(
+        output_uri, os.path.join(folder, "annotations", f"instances_{subset}.json"), settings=settings,
+        polygons=polygons, tolerance=tolerance, categories=categories, image_root=image_root,
+        allow_incomplete=allow_incomplete, storage=storage,
+    )  # fmt: skip
     if images != "none":
-        storage, root = options.get("storage", StorageOptions()), options.get("image_root")
-        for row in _rows(output_uri, ["image_uri", "status"], storage, options.get("allow_incomplete", False)):
+        for row in _rows(output_uri, ["image_uri", "status"], storage, allow_incomplete):
             if row["status"] == "ok":
-                target = os.path.join(images_dir, _file_name(row["image_uri"], root))
+                target = os.path.join(images_dir, _file_name(row["image_uri"], image_root))
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 place_image(row["image_uri"], target, images, storage)
     return report
