@@ -12,7 +12,7 @@ import pytest
 from tests.io.consumers import run_script
 from tests.io.prelabel_data import MODEL, kept, real_rows, shape_rows
 from yolact_batch.core import rle
-from yolact_batch.io.labelstudio import LabelStudioFiles, export_labelstudio, labeling_config, model_version
+from yolact_batch.io.labelstudio import LabelStudioOptions, export_labelstudio, labeling_config, model_version
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
@@ -32,7 +32,7 @@ def _tasks(report) -> list[dict]:
 
 def test_brush_tasks_decode_to_our_masks_with_label_studio_sdk(output, tmp_path):
     out, rows = output
-    report = export_labelstudio(out, str(tmp_path / "ls"), files=LabelStudioFiles(tasks_per_file=2))
+    report = export_labelstudio(out, str(tmp_path / "ls"), options=LabelStudioOptions(tasks_per_file=2))
     expected = kept(rows)
     assert (report.images, report.error_rows, report.exported) == (6, 1, len(expected))
     assert report.dropped["below_area"] == sum(i["area"] == 0 for r in rows for i in r["instances"]) > 0
@@ -59,7 +59,9 @@ def test_brush_tasks_decode_to_our_masks_with_label_studio_sdk(output, tmp_path)
 def test_polygon_tasks_validate_against_the_config(output, tmp_path):
     out, rows = output
     settings = PrelabelSettings(score_threshold=0.3, rename=(("disc", "circle"),))
-    report = export_labelstudio(out, str(tmp_path / "p"), settings=settings, files=LabelStudioFiles(regions="polygon"))
+    report = export_labelstudio(
+        out, str(tmp_path / "p"), settings=settings, options=LabelStudioOptions(regions="polygon")
+    )
     checked = run_script("label-studio", "ls_brush_decode.py", tmp_path / "p" / "labeling_config.xml",
                          tmp_path / "none.npz", *report.files[:-1])  # fmt: skip
     assert checked["errors"] == [] and checked["regions"] == 0
@@ -74,10 +76,10 @@ def test_polygon_tasks_validate_against_the_config(output, tmp_path):
 
 def test_task_fields_and_image_references(output, tmp_path):
     out, rows = output
-    files = LabelStudioFiles(
+    options = LabelStudioOptions(
         image_prefixes=((rows[0]["image_uri"].rsplit("/", 1)[0] + "/", "/data/local-files/?d=coco/"),)
     )
-    report = export_labelstudio(out, str(tmp_path / "r"), files=files, settings=PrelabelSettings(top_n=3))
+    report = export_labelstudio(out, str(tmp_path / "r"), options=options, settings=PrelabelSettings(top_n=3))
     tasks = _tasks(report)
     first = tasks[0]
     assert first["data"] == {"image": f"/data/local-files/?d=coco/{rows[0]['image_uri'].rsplit('/', 1)[-1]}",
@@ -102,16 +104,16 @@ def test_task_fields_and_image_references(output, tmp_path):
     ],
 )
 def test_image_reference_rewriting(uri, expected):
-    files = LabelStudioFiles(image_prefixes=(
+    options = LabelStudioOptions(image_prefixes=(
         ("/data/images/", "/data/local-files/?d=images/"), ("/data/images", "/data/local-files/?d=images/"),
         ("gs://b/", "https://storage.example/"),
     ))  # fmt: skip
-    assert files.image_reference(uri) == expected
+    assert options.image_reference(uri) == expected
 
 
 def test_split_by_size(output, tmp_path):
     out, _ = output
-    report = export_labelstudio(out, str(tmp_path / "s"), files=LabelStudioFiles(max_file_bytes=20_000))
+    report = export_labelstudio(out, str(tmp_path / "s"), options=LabelStudioOptions(max_file_bytes=20_000))
     task_files = [p for p in report.files if p.endswith(".json")]
     sizes = [len(open(p, "rb").read()) for p in task_files]
     counts = [len(json.load(open(p))) for p in task_files]
@@ -141,6 +143,6 @@ def test_empty_and_error_only_outputs(tmp_path):
 
 def test_refuses_bad_settings():
     with pytest.raises(ValueError, match="regions"):
-        LabelStudioFiles(regions="mask")
+        LabelStudioOptions(regions="mask")
     with pytest.raises(ValueError, match="positive"):
-        LabelStudioFiles(tasks_per_file=0)
+        LabelStudioOptions(tasks_per_file=0)

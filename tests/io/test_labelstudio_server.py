@@ -15,7 +15,7 @@ from tests.io.consumers import run_script
 from tests.io.labelstudio_server import EMAIL, PASSWORD, label_studio
 from tests.io.prelabel_data import MODEL, real_rows, shape_rows
 from yolact_batch.core import rle
-from yolact_batch.io.labelstudio import LabelStudioFiles, export_labelstudio, model_version
+from yolact_batch.io.labelstudio import LabelStudioOptions, export_labelstudio, model_version
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
@@ -34,9 +34,9 @@ def test_project_from_our_config_imports_our_tasks(tmp_path):
     prefixes = tuple((folder, "/data/local-files/?d=images/") for folder in sorted(folders))
     settings = PrelabelSettings(score_threshold=0.3, rename=(("disc", "circle"),))
     brush = export_labelstudio(str(tmp_path / "out"), str(tmp_path / "brush"), settings=settings,
-                               files=LabelStudioFiles(image_prefixes=prefixes, tasks_per_file=4))  # fmt: skip
+                               options=LabelStudioOptions(image_prefixes=prefixes, tasks_per_file=4))  # fmt: skip
     polygon = export_labelstudio(str(tmp_path / "out"), str(tmp_path / "polygon"), settings=settings,
-                                 files=LabelStudioFiles(regions="polygon"))  # fmt: skip
+                                 options=LabelStudioOptions(regions="polygon"))  # fmt: skip
     results, token = {}, []
     with label_studio(tmp_path, files_root=tmp_path / "served") as url:
         for name, report in (("brush", brush), ("polygon", polygon)):

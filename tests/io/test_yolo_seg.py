@@ -17,7 +17,7 @@ from yolact_batch.core import rle
 from yolact_batch.core.polygons import mask_rings
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
-from yolact_batch.io.yolo_seg import YoloFiles, export_yolo, polygon_line
+from yolact_batch.io.yolo_seg import YoloOptions, export_yolo, polygon_line
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def _iou(a, b) -> float:
 def test_supervision_reads_our_classes_and_masks(output, tmp_path, tolerance):
     out, rows = output
     settings = PrelabelSettings(score_threshold=0.3)
-    report = export_yolo(out, str(tmp_path / "y"), settings=settings, files=YoloFiles(tolerance=tolerance))
+    report = export_yolo(out, str(tmp_path / "y"), settings=settings, options=YoloOptions(tolerance=tolerance))
     classes, read = _read_back(tmp_path / "y")
     assert classes[:2] == ["person", "ring"] and len(classes) == len(set(classes))
     assert sorted(read) == sorted(r["image_uri"].rsplit("/", 1)[-1] for r in rows if r["status"] == "ok")
@@ -79,7 +79,7 @@ def test_layout_and_data_yaml(output, tmp_path):
     import yaml
 
     out, _ = output
-    report = export_yolo(out, str(tmp_path / "y"), files=YoloFiles(images="symlink"))
+    report = export_yolo(out, str(tmp_path / "y"), options=YoloOptions(images="symlink"))
     data = yaml.safe_load(open(tmp_path / "y" / "data.yaml"))
     assert data["train"] == data["val"] == "images/train" and data["nc"] == len(data["names"])
     assert os.path.islink(tmp_path / "y" / "images" / "train" / "shapes.png")
@@ -91,7 +91,7 @@ def test_layout_and_data_yaml(output, tmp_path):
 def test_holes_and_parts_are_one_line_each(tmp_path):
     rows = shape_rows(tmp_path / "img")
     write_rows(rows, str(tmp_path / "out"))
-    export_yolo(str(tmp_path / "out"), str(tmp_path / "y"), files=YoloFiles(tolerance=0, images="none"),
+    export_yolo(str(tmp_path / "out"), str(tmp_path / "y"), options=YoloOptions(tolerance=0, images="none"),
                 labels=["ring", "disc", "line", "square"])  # fmt: skip
     lines = open(tmp_path / "y" / "labels" / "train" / "shapes.txt").read().splitlines()
     assert [line.split()[0] for line in lines] == ["0", "1", "3"]  # ring, the two-part disc, the square
@@ -124,7 +124,7 @@ def test_missing_image_is_named(tmp_path, name, hint):
     write_rows([{**rows[0], "image_uri": str(tmp_path / name)}], str(tmp_path / "out"))
     with pytest.raises(FileNotFoundError, match=f"{name}: image not found, cannot copy it.*{hint}"):
         export_yolo(str(tmp_path / "out"), str(tmp_path / "y"))
-    report = export_yolo(str(tmp_path / "out"), str(tmp_path / "n"), files=YoloFiles(images="none"))
+    report = export_yolo(str(tmp_path / "out"), str(tmp_path / "n"), options=YoloOptions(images="none"))
     assert report.exported == 5 - 2  # without images: the labels only (speck and line have no polygon)
 
 

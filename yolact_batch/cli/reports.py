@@ -105,15 +105,15 @@ def cmd_export_cvat(args: argparse.Namespace) -> int:
 
 
 def cmd_export_labelstudio(args: argparse.Namespace) -> int:
-    from yolact_batch.io.labelstudio import LabelStudioFiles, export_labelstudio
+    from yolact_batch.io.labelstudio import LabelStudioOptions, export_labelstudio
 
-    files = LabelStudioFiles(
+    options = LabelStudioOptions(
         regions="polygon" if args.polygons else "brush", tolerance=args.tolerance,
         image_prefixes=tuple(args.image_prefix), tasks_per_file=args.tasks_per_file,
         max_file_bytes=int(args.max_file_mb * 1e6),
     )  # fmt: skip
     report = export_labelstudio(
-        args.predictions, args.output, settings=prelabel_from_args(args), files=files,
+        args.predictions, args.output, settings=prelabel_from_args(args), options=options,
         extra_labels=args.extra_labels or (), allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     print(report.line("export-labelstudio"), file=sys.stderr)
@@ -121,11 +121,11 @@ def cmd_export_labelstudio(args: argparse.Namespace) -> int:
 
 
 def cmd_export_yolo(args: argparse.Namespace) -> int:
-    from yolact_batch.io.yolo_seg import YoloFiles, export_yolo
+    from yolact_batch.io.yolo_seg import YoloOptions, export_yolo
 
     report = export_yolo(
         args.predictions, args.output, settings=prelabel_from_args(args),
-        files=YoloFiles(tolerance=args.tolerance, images=args.images), labels=args.names or (),
+        options=YoloOptions(tolerance=args.tolerance, images=args.images), labels=args.names or (),
         allow_incomplete=args.allow_incomplete, storage=storage_from_args(args),
     )  # fmt: skip
     print(report.line("export-yolo"), file=sys.stderr)

@@ -30,7 +30,7 @@ from yolact_batch.core.polygons import mask_rings
 from yolact_batch.io.prelabel import ExportReport, Prelabeler, PrelabelSettings, scan_classes
 from yolact_batch.io.storage import StorageOptions, filesystem
 
-__all__ = ["LabelStudioFiles", "export_labelstudio", "labeling_config", "model_version"]
+__all__ = ["LabelStudioOptions", "export_labelstudio", "labeling_config", "model_version"]
 
 FROM_NAME, TO_NAME, DATA_KEY = "label", "image", "image"
 CONFIG_FILE = "labeling_config.xml"
@@ -44,7 +44,7 @@ _COLOURS = (
 
 
 @dataclass(frozen=True)
-class LabelStudioFiles:
+class LabelStudioOptions:
     """How the tasks are written.
 
     Attributes:
@@ -109,7 +109,7 @@ def _region(k: int, inst: dict, width: int, height: int, kind: str, value: dict)
 
 
 def _regions(
-    instances: list[dict], width: int, height: int, files: LabelStudioFiles, own: dict
+    instances: list[dict], width: int, height: int, options: LabelStudioOptions, own: dict
 ) -> tuple[list[dict], list[float]]:
     """(regions, scores of the instances written): one brush region per instance, or one
     polygon region per part of its mask; ``own`` counts what polygons lose."""
@@ -117,12 +117,12 @@ def _regions(
     scores: list[float] = []
     for inst in instances:
         mask = rle.decode(inst["segmentation"])
-        if files.regions == "brush":
+        if options.regions == "brush":
             value = {"format": "rle", "rle": brush_rle.encode(mask)}
             out.append(_region(len(out), inst, width, height, "brushlabels", value))
             scores.append(inst["score"])
             continue
-        rings = mask_rings(mask, files.tolerance)
+        rings = mask_rings(mask, options.tolerance)
         own["holes_left_out"] += len(rings.holes)
         if not rings.outer:
             own["no_polygon"] += 1
@@ -137,10 +137,10 @@ def _regions(
 class _TaskFiles:
     """JSON arrays of tasks, a new file when the current one is full."""
 
-    def __init__(self, folder: str, files: LabelStudioFiles, storage: StorageOptions):
+    def __init__(self, folder: str, options: LabelStudioOptions, storage: StorageOptions):
         self.fs, self.folder = filesystem(folder, storage)
         self.fs.makedirs(self.folder, exist_ok=True)
-        self.limits, self.paths, self.f, self.count, self.size = files, [], None, 0, 0
+        self.limits, self.paths, self.f, self.count, self.size = options, [], None, 0, 0
 
     def write(self, task: dict) -> None:
         data = json.dumps(task, separators=(",", ":")).encode()
@@ -165,7 +165,7 @@ def export_labelstudio(
     folder: str,
     *,
     settings: PrelabelSettings = PrelabelSettings(),
-    files: LabelStudioFiles = LabelStudioFiles(),
+    options: LabelStudioOptions = LabelStudioOptions(),
     extra_labels: Sequence[str] = (),
     allow_incomplete: bool = False,
     storage: StorageOptions = StorageOptions(),
@@ -176,7 +176,7 @@ def export_labelstudio(
         output_uri: our Parquet output (see ``results_io.part_files``).
         folder: where the task files and the labeling config go (local path or URL).
         settings: which instances become pre-labels, and their label names.
-        files: region type, image references and task file sizes.
+        options: region type, image references and task file sizes.
         extra_labels: labels listed in the config even when no instance has them (e.g. the
             model's other classes, or labels only people will draw).
         allow_incomplete: read a job output that has no ``_SUCCESS`` marker.
@@ -185,15 +185,15 @@ def export_labelstudio(
     An output without ok rows writes no task file (and the config); the report says so.
     """
     pre = Prelabeler(settings, scan_classes(output_uri, storage=storage, allow_incomplete=allow_incomplete))
-    writer = _TaskFiles(folder, files, storage)
+    writer = _TaskFiles(folder, options, storage)
     own = {"no_polygon": 0, "holes_left_out": 0}
     exported, local = 0, 0
     columns = ["image_uri", "image_id", "width", "height", "model"]
     try:
         for row, kept in pre.rows(output_uri, columns, storage=storage, allow_incomplete=allow_incomplete):
-            result, scores = _regions(kept, row["width"], row["height"], files, own)
+            result, scores = _regions(kept, row["width"], row["height"], options, own)
             exported += len(scores)
-            ref = files.image_reference(row["image_uri"])
+            ref = options.image_reference(row["image_uri"])
             local += not ref.startswith(OPENABLE)
             data = {DATA_KEY: ref, "image_uri": row["image_uri"]}
             if row["image_id"] is not None:
@@ -207,7 +207,7 @@ def export_labelstudio(
     fs, path = filesystem(folder, storage)
     config_path = f"{path.rstrip('/')}/{CONFIG_FILE}"
     with fs.open(config_path, "w") as f:
-        f.write(labeling_config(pre.labels(extra_labels), files.regions))
+        f.write(labeling_config(pre.labels(extra_labels), options.regions))
     notes = []
     if local:
         notes.append(

@@ -28,13 +28,13 @@ from yolact_batch.core.polygons import mask_rings, merge_rings
 from yolact_batch.io.prelabel import IMAGE_MODES, ExportReport, Prelabeler, PrelabelSettings, place_image, scan_classes
 from yolact_batch.io.storage import StorageOptions
 
-__all__ = ["YoloFiles", "export_yolo", "polygon_line"]
+__all__ = ["YoloOptions", "export_yolo", "polygon_line"]
 
 SUBSET = "train"
 
 
 @dataclass(frozen=True)
-class YoloFiles:
+class YoloOptions:
     """How the YOLO dataset is written.
 
     Attributes:
@@ -90,7 +90,7 @@ def export_yolo(
     folder: str,
     *,
     settings: PrelabelSettings = PrelabelSettings(),
-    files: YoloFiles = YoloFiles(),
+    options: YoloOptions = YoloOptions(),
     labels: Sequence[str] = (),
     allow_incomplete: bool = False,
     storage: StorageOptions = StorageOptions(),
@@ -101,7 +101,7 @@ def export_yolo(
         output_uri: our Parquet output (see ``results_io.part_files``).
         folder: dataset folder (local path: training reads it from disk).
         settings: which instances become pre-labels, and their label names.
-        files: polygon tolerance and what to do with the images.
+        options: polygon tolerance and what to do with the images.
         labels: class list to use, in order (class index = position); labels of kept
             instances missing from it are an error. Default: the labels seen, in category
             id order.
@@ -124,7 +124,7 @@ def export_yolo(
         for inst in kept:
             if inst["label"] not in index:
                 raise ValueError(f"label {inst['label']!r} of {row['image_uri']} is not in the class list {labels}")
-            polygon = merge_rings(mask_rings(rle.decode(inst["segmentation"]), files.tolerance))
+            polygon = merge_rings(mask_rings(rle.decode(inst["segmentation"]), options.tolerance))
             if len(polygon) < 3:
                 own["no_polygon"] += 1
                 continue
@@ -132,7 +132,7 @@ def export_yolo(
         exported += len(lines)
         with open(os.path.join(labels_dir, stem + ".txt"), "w") as f:
             f.write("".join(line + "\n" for line in lines))
-        place_image(row["image_uri"], os.path.join(images_dir, image_name), files.images, storage)
+        place_image(row["image_uri"], os.path.join(images_dir, image_name), options.images, storage)
     yaml_path = os.path.join(folder, "data.yaml")
     with open(yaml_path, "w") as f:
         f.write(_data_yaml(labels))
