@@ -1,10 +1,11 @@
 """Pre-labeling controls shared by every labeling-tool export, and the count of what they drop.
 
-One pass over our Parquet output feeds every export (COCO dataset, Label Studio, YOLO): each
-ok row's instances go through the same selection (class subset, per-class score threshold,
-minimum mask area, top N per image), in that order, and come out with the label name of the
-target project. Every instance left out is counted under the first rule that dropped it, and
-every error row is counted, so an export can say exactly what it did not write.
+Every export (COCO dataset, CVAT, Label Studio, YOLO) first reads the output's class columns
+(``scan_classes``, no masks) to fix its label list, then streams the rows once: each ok row's
+instances go through the same selection (class subset, per-class score threshold, minimum
+mask area, top N per image), in that order, and come out with the label name of the target
+project. Every instance left out is counted under the first rule that dropped it, and every
+error row is counted, so an export can say exactly what it did not write.
 """
 
 from __future__ import annotations
