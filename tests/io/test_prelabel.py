@@ -83,3 +83,10 @@ def test_rows_labels_and_report(tmp_path):
         "x: 2 images, 3 of 5 instances (dropped: 2 other class, 1 no polygon), 1 error rows skipped, 1 files; "
         "no instance of zebra\nx: a note"
     )
+
+
+def test_scan_names_a_broken_part_file(tmp_path):
+    write_rows(shape_rows(tmp_path / "img"), str(tmp_path / "out"))
+    (tmp_path / "out" / "predictions" / "part-00001.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="part-00001.parquet: not a Parquet file of the row format"):
+        scan_classes(str(tmp_path / "out"), storage=StorageOptions(), allow_incomplete=False)

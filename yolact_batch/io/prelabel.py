@@ -126,6 +126,7 @@ def scan_classes(output_uri: str, *, storage: StorageOptions, allow_incomplete: 
     Reads only the two leaf columns ``instances.category`` / ``category_id`` (no masks), so
     every export knows its label list before it writes the first task or line.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     fs, paths = part_files(output_uri, storage=storage, allow_incomplete=allow_incomplete)
@@ -133,11 +134,15 @@ def scan_classes(output_uri: str, *, storage: StorageOptions, allow_incomplete: 
     leaves = ["instances.list.element.category", "instances.list.element.category_id"]
     for path in paths:
         with fs.open(path, "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(columns=leaves):
-                for row in batch.column("instances").to_pylist():
-                    for inst in row or ():
-                        name, cid = inst["category"], inst["category_id"]
-                        classes[name] = min(classes.get(name, cid), cid)
+            try:
+                batches = list(pq.ParquetFile(f).iter_batches(columns=leaves))
+            except (pa.ArrowException, OSError) as exc:
+                raise ValueError(f"{path}: not a Parquet file of the row format ({exc})") from None
+        for batch in batches:  # two small columns: a part file's worth fits in memory
+            for row in batch.column("instances").to_pylist():
+                for inst in row or ():
+                    name, cid = inst["category"], inst["category_id"]
+                    classes[name] = min(classes.get(name, cid), cid)
     return classes
 
 
