@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,22 @@ def run_script(name: str, script: str, *args: str, timeout: float = 600) -> dict
     )  # fmt: skip
     assert done.returncode == 0, f"{script} failed in the {name} environment:\n{done.stderr[-3000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _build(name: str) -> None:
+    try:
+        venv_bin(name)
+        if name == "label-studio":
+            from tests.io.labelstudio_server import migrated_data
+
+            migrated_data()
+    except BaseException:  # noqa: BLE001 (pytest's Skipped too): the tests meet the same error and report it
+        pass
+
+
+def build_in_background(names) -> None:
+    """Start building these consumers' environments in background threads when a session
+    collects tests that use them: pip mostly waits on downloads and disk, so on a clean checkout
+    the installs overlap the tests that run first. The tests then wait on the build lock."""
+    for name in sorted(set(names)):
+        threading.Thread(target=_build, args=(name,), name=f"build-{name}", daemon=True).start()

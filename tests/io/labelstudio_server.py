@@ -81,7 +81,7 @@ def _server(data: Path, log: Path, files_root: Path | None = None) -> Iterator[s
         _stop(proc)
 
 
-def _template() -> Path:
+def migrated_data() -> Path:
     """The migrated data folder (user created, no token yet), built once per cache."""
     folder = cache_dir() / "label-studio-data"
     stamp = folder / ".complete"
@@ -100,6 +100,6 @@ def _template() -> Path:
 def label_studio(tmp: Path, files_root: Path | None = None) -> Iterator[str]:
     """A fresh server on a copy of the migrated data folder; yields its URL."""
     data = tmp / "label-studio-data"
-    shutil.copytree(_template(), data, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(migrated_data(), data, ignore=shutil.ignore_patterns(".complete"))
     with _server(data, tmp / "label-studio.log", files_root) as url:
         yield url

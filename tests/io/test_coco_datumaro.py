@@ -15,6 +15,8 @@ from yolact_batch.io.coco_files import export_datumaro
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
+USES_CONSUMERS = ("datumaro",)  # built in the background from collection on (tests/io/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):

@@ -16,6 +16,8 @@ from yolact_batch.io.labelstudio import LabelStudioOptions, export_labelstudio, 
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
+USES_CONSUMERS = ("label-studio",)  # built in the background from collection on (tests/io/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def output(tmp_path_factory):

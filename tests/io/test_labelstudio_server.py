@@ -19,6 +19,8 @@ from yolact_batch.io.labelstudio import LabelStudioOptions, export_labelstudio, 
 from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
+USES_CONSUMERS = ("label-studio",)  # built in the background from collection on (tests/io/conftest.py)
+
 pytestmark = pytest.mark.slow
 
 
