@@ -21,7 +21,7 @@ from yolact_batch.io.results_io import results_from_reference_dets, results_to_r
 from yolact_batch.io.schema import ModelRef
 
 SHARED_IMAGE_IDS = (239627, 261712, 368212, 403385)
-MODEL = {"name": "yolact_base.onnx", "digest": "0123456789abcdef" * 4}
+MODEL = {"name": "yolact_base", "digest": "0123456789abcdef" * 4}
 SHAPES_SIZE = (100, 120)  # H, W
 
 

@@ -87,7 +87,7 @@ def test_task_fields_and_image_references(output, tmp_path):
     assert first["data"] == {"image": f"/data/local-files/?d=coco/{rows[0]['image_uri'].rsplit('/', 1)[-1]}",
                              "image_uri": rows[0]["image_uri"], "image_id": rows[0]["image_id"]}  # fmt: skip
     (prediction,) = first["predictions"]
-    assert prediction["model_version"] == "yolact_base.onnx@0123456789ab" == model_version(MODEL)
+    assert prediction["model_version"] == "yolact_base@0123456789ab" == model_version(MODEL)
     scores = [r["score"] for r in prediction["result"]]
     assert len(scores) == 3 and prediction["score"] == pytest.approx(np.mean(scores), abs=1e-6)
     empty = next(t for t in tasks if t["data"]["image_uri"].endswith("nothing.png"))
