@@ -13,6 +13,7 @@ import typing
 
 from yolact_batch.backends.factory import BACKENDS, BackendOptions
 from yolact_batch.core.settings import NMS_METHODS, InferenceRequest
+from yolact_batch.io.prelabel import PrelabelSettings, parse_pairs
 from yolact_batch.io.storage import StorageOptions
 
 _CHOICES = {"nms": NMS_METHODS}
@@ -97,3 +98,38 @@ def storage_from_args(args: argparse.Namespace) -> StorageOptions:
 
 def _comma_list(text: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def _pair(value_type):
+    """argparse type of one ``NAME=VALUE`` option value."""
+
+    def parse(text: str):
+        try:
+            return parse_pairs([text], "option", value_type)[0]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix("option: ")) from None
+
+    return parse
+
+
+def add_prelabel_options(parser: argparse.ArgumentParser) -> None:
+    """The controls every pre-labeling export shares (``io.prelabel.PrelabelSettings``)."""
+    g = parser.add_argument_group("pre-labels (which predictions are exported, and under which label names)")
+    g.add_argument("--score-threshold", type=float, default=0.0, help="keep instances scoring above this (0)")
+    g.add_argument("--class-threshold", action="append", default=[], type=_pair(float), metavar="CLASS=T",
+                   help="score threshold of one class, overriding --score-threshold (repeatable)")  # fmt: skip
+    g.add_argument(
+        "--min-area", type=int, default=1, help="keep masks of at least this many pixels (1: drop empty masks)"
+    )
+    g.add_argument("--top-n", type=int, help="keep at most the N best-scoring instances per image")
+    g.add_argument("--classes", type=_comma_list, help="export only these classes (our names, comma separated)")
+    g.add_argument("--rename", action="append", default=[], type=_pair(str), metavar="OURS=THEIRS",
+                   help="the target project's label for one of our classes (repeatable)")  # fmt: skip
+
+
+def prelabel_from_args(args: argparse.Namespace) -> PrelabelSettings:
+    """The ``PrelabelSettings`` the options of ``add_prelabel_options`` describe."""
+    return PrelabelSettings(
+        score_threshold=args.score_threshold, class_thresholds=tuple(args.class_threshold), min_area=args.min_area,
+        top_n=args.top_n, classes=args.classes, rename=tuple(args.rename),
+    )  # fmt: skip
