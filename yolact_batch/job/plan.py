@@ -74,15 +74,14 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
     Raises:
         FileNotFoundError, ValueError (``InputError``, ``JobConflict``): with one clear message.
     """
-    from yolact_batch.backends.factory import BackendOptions
     from yolact_batch.model import YolactModel
 
     config = config.absolute()
     res = config.resources
-    # The driver may have no GPU: it validates the model with ONNX Runtime on the CPU.
+    # The driver may have no GPU: it validates the model on the CPU (ONNX Runtime, or torch in fp32).
     model = YolactModel(
         config.model, request=config.inference, sidecar=config.sidecar, storage=config.storage,
-        backend=BackendOptions(intra_op_threads=1, batch_size=res.batch_size),
+        backend=res.backend.on_cpu(),
     )  # fmt: skip
     items = list_inputs(config.input, config.source, config.storage, limit=config.limit)
     log(f"segment: {items.num_rows} images listed from {config.input}")
@@ -110,6 +109,7 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
     spec = ModelSpec(
         url=config.model, digest=model.ref.digest, storage=config.storage, sidecar=config.sidecar,
         backend=replace(res.backend, engine_cache=engine_cache), input_size=model.config.input_size,
+        request=config.inference,
     )  # fmt: skip
     return Plan(config, spec, model.config, model.postprocessor, model.ref, todo, items.num_rows,
                 items.num_rows - todo.num_rows, output, run_id)  # fmt: skip
