@@ -381,6 +381,45 @@ def _e2e_figures(reports: list[dict], util: float | None) -> dict:
     }
 
 
+def measure_one(common: dict, pool: np.ndarray, batches: list[int], args, gpu: bool, graphs: bool):
+    """Result rows of one model at every batch size, and the runtime's description."""
+    slots = dict(slots=2, engine_cache=common["engine_cache"])
+    model = {}
+    runner = Runner(
+        common["runtime"], common["name"], common["paths"], common["precision"], common["max_batch"], **slots
+    )
+    detail = runner.detail
+    for batch in batches:
+        model[batch] = measure_model(runner, pool[:batch], args.seconds, gpu)
+    runner.close()
+    if graphs:
+        runner = Runner(common["runtime"], common["name"], common["paths"], common["precision"], common["max_batch"],
+                        compile="cuda-graphs", **slots)  # fmt: skip
+        for batch in batches:
+            model[batch] += (measure_model(runner, pool[:batch], args.seconds, gpu)[0],)
+        runner.close()
+    e2e = measure_e2e(
+        dict(**common, batches=batches, seconds=args.seconds, score_threshold=args.score_threshold), args.workers, gpu
+    )
+    rows = []
+    for batch in batches:
+        model_img_s, util = model[batch][:2]
+        host_ms = e2e[batch]["host_pre_ms_per_image"] + e2e[batch]["host_post_ms_per_image"]
+        row = {
+            "model": common["name"],
+            "batch": batch,
+            "model_img_s": round(model_img_s, 1),
+            "gpu_util_model_pct": util,
+        }
+        if graphs:
+            row["model_img_s_cuda_graphs"] = round(model[batch][2], 1)
+        rows.append({
+            **row, **e2e[batch], "e2e_over_model": round(e2e[batch]["e2e_img_s"] / model_img_s, 3),
+            "cpu_cores_to_keep_up_with_model": round(model_img_s * host_ms / 1e3, 1),
+        })  # fmt: skip
+    return rows, detail
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="yolact_resnet50,yolact_base")
@@ -420,42 +459,22 @@ def main() -> None:
         engine_cache = args.engine_cache or str(Path(tmp) / "engines")
         folder = args.checkpoints or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = prepare(names, runtime, folder)
         from yolact_batch.core.preprocess import decode_image, preprocess
 
         jpegs = jpeg_bytes()
         for name in names:
-            config = config_for(name)
-            decoded = [preprocess(decode_image(j), config) for j in jpegs[:max_batch]]
-            pool = np.stack([decoded[i % len(decoded)] for i in range(max_batch)])  # fewer JPEGs than max_batch: repeat
-            model = {}
-            runner = Runner(runtime, name, paths[name], args.precision, max_batch, engine_cache, slots=2)
-            detail = runner.detail
-            for batch in batches:
-                model[batch] = measure_model(runner, pool[:batch], args.seconds, gpu)
-            runner.close()
-            if graphs:
-                runner = Runner(runtime, name, paths[name], args.precision, max_batch, engine_cache, slots=2,
-                                compile="cuda-graphs")  # fmt: skip
-                for batch in batches:
-                    model[batch] += (measure_model(runner, pool[:batch], args.seconds, gpu)[0],)
-                runner.close()
-            e2e = measure_e2e(
-                dict(runtime=runtime, name=name, paths=paths[name], precision=args.precision, max_batch=max_batch,
-                     engine_cache=engine_cache, batches=batches, seconds=args.seconds,
-                     score_threshold=args.score_threshold),
-                args.workers, gpu,
-            )  # fmt: skip
-            for batch in batches:
-                model_img_s, util = model[batch][:2]
-                host_ms = e2e[batch]["host_pre_ms_per_image"] + e2e[batch]["host_post_ms_per_image"]
-                row = {"model": name, "batch": batch, "model_img_s": round(model_img_s, 1), "gpu_util_model_pct": util}
-                if graphs:
-                    row["model_img_s_cuda_graphs"] = round(model[batch][2], 1)
-                results.append({
-                    **row, **e2e[batch], "e2e_over_model": round(e2e[batch]["e2e_img_s"] / model_img_s, 3),
-                    "cpu_cores_to_keep_up_with_model": round(model_img_s * host_ms / 1e3, 1),
-                })  # fmt: skip
+            # One model failing (a config the network cannot build yet, say) is reported, not fatal.
+            try:
+                paths = prepare([name], runtime, folder)[name]
+                config = config_for(name)
+                decoded = [preprocess(decode_image(j), config) for j in jpegs[:max_batch]]
+                pool = np.stack([decoded[i % len(decoded)] for i in range(max_batch)])  # few JPEGs: repeat
+                common = dict(runtime=runtime, name=name, paths=paths, precision=args.precision, max_batch=max_batch,
+                              engine_cache=engine_cache)  # fmt: skip
+                rows, detail = measure_one(common, pool, batches, args, gpu, graphs)
+                results += rows
+            except Exception as exc:
+                results.append({"model": name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
     print(json.dumps({
         "bench": "gpu", "device": device if gpu else "cpu (plumbing check only)", "runtime": runtime,
         "detail": detail, "precision": args.precision, "workers": args.workers, "seconds": args.seconds,

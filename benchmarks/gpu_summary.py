@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 BENCH_KEYS = ("model", "batch", "model_img_s", "model_img_s_cuda_graphs", "e2e_img_s", "e2e_over_model",
-              "gpu_util_model_pct", "gpu_util_e2e_pct", "host_pre_ms_per_image", "host_post_ms_per_image")  # fmt: skip
+              "gpu_util_model_pct", "gpu_util_e2e_pct", "host_pre_ms_per_image", "host_post_ms_per_image", "error")  # fmt: skip
 
 
 def read_json(path: Path) -> dict:
@@ -52,7 +52,7 @@ def summary(folder: Path, runtime: str, tests_rc: int, bench_rc: int) -> dict:
                                          "missing", "unreadable") if k in bench}  # fmt: skip
     return {
         "gpu_check": runtime,
-        "ok": tests_rc == 0 and bench_rc == 0 and "results" in bench,
+        "ok": tests_rc == 0 and bench_rc == 0 and bool(rows) and not any("error" in r for r in rows),
         "env": read_json(folder / "env.json"),
         "tests": {"rc": tests_rc, **test_counts(folder / "tests.xml")},
         "parity": read_json(folder / "parity.json"),
