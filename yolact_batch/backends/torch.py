@@ -140,6 +140,11 @@ class TorchBackend:
             contract = "raw" if detect.nms == "greedy" else "graph"
         elif contract == "graph" and detect.nms != "fast":
             raise ValueError(f"the graph contract runs Fast NMS only, got nms={detect.nms!r}; use contract='raw'")
+        if contract == "raw" and getattr(config, "mask_rescoring", False):
+            raise ValueError(
+                f"{origin}: config {config.name!r} re-scores masks, which the torch backend does in its graph head "
+                "only: use Fast NMS (the default), or export the raw contract to ONNX"
+            )
         self.metadata = ModelMetadata(config=config, contract=contract, detect=detect, source=origin)
         self.options = options
         program = InferenceProgram(

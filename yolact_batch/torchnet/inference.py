@@ -34,7 +34,10 @@ class InferenceProgram(nn.Module):
         self.dtype, self.channels_last = dtype, channels_last
         memory = torch.channels_last if channels_last else torch.contiguous_format
         self.network = network.to(dtype=dtype, memory_format=memory).eval()
-        self.head = None if detect is None else GraphHead(network.config, detect).eval()
+        # YOLACT++ re-scores masks in the head with the network's maskiou_net: float32 like the head.
+        maskiou = getattr(network, "maskiou_net", None)
+        extra = {} if maskiou is None else {"maskiou_net": maskiou.float()}
+        self.head = None if detect is None else GraphHead(network.config, detect, **extra).eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = images.to(self.dtype)
