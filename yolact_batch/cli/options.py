@@ -12,6 +12,7 @@ import types
 import typing
 
 from yolact_batch.backends.factory import BACKENDS, BackendOptions
+from yolact_batch.backends.torch import COMPILE_MODES, PRECISIONS
 from yolact_batch.core.settings import NMS_METHODS, InferenceRequest
 from yolact_batch.io.prelabel import PrelabelSettings, parse_pairs
 from yolact_batch.io.storage import StorageOptions
@@ -54,13 +55,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
     g.add_argument("--engine-cache", help="tensorrt: folder or URL of built engines (segment: default OUTPUT/_engines)")
     g.add_argument("--sidecar", help="JSON/TOML description of an ONNX model without yolact_batch metadata")
+    t = parser.add_argument_group("torch backend (--backend torch: a .pth checkpoint or our .pt model file)")
+    t.add_argument("--config", help="config of an official .pth, e.g. yolact_base (default: from the weights)")
+    t.add_argument("--device", default="auto", help="auto (CUDA when visible), cpu, cuda or cuda:N (auto)")
+    t.add_argument("--precision", choices=PRECISIONS, default="fp32", help="network precision; the head is fp32 (fp32)")
+    t.add_argument("--compile", choices=COMPILE_MODES, default="off",
+                   help="off, cuda-graphs (one graph per batch size) or compile (torch.compile) (off)")  # fmt: skip
 
 
 def backend_from_args(args: argparse.Namespace) -> BackendOptions:
     """The ``BackendOptions`` the options of ``add_model_options`` describe."""
     return BackendOptions(
         backend=args.backend, providers=args.providers, intra_op_threads=args.intra_op_threads,
-        batch_size=args.batch_size, engine_cache=args.engine_cache,
+        batch_size=args.batch_size, engine_cache=args.engine_cache, config=args.config, device=args.device,
+        precision=args.precision, compile=args.compile,
     )  # fmt: skip
 
 

@@ -69,6 +69,14 @@ class Resources:
             raise ValueError(f"actor-memory must be > 0 GiB, got {self.actor_memory_gb}")
         if self.gpus_per_actor == 0 and self.cpus_per_actor == 0:
             raise ValueError("a model actor needs a CPU or GPU share: cpus-per-actor or gpus-per-actor > 0")
+        if self.backend.backend == "torch":
+            # Ray shows an actor only the GPUs it reserved: the device follows --gpus-per-actor.
+            device = self.backend.device
+            if device == "auto":
+                device = "cuda" if self.gpus_per_actor > 0 else "cpu"
+                object.__setattr__(self, "backend", replace(self.backend, device=device))
+            elif device.startswith("cuda") and self.gpus_per_actor == 0:
+                raise ValueError(f"--device {device} needs --gpus-per-actor > 0: Ray gives an actor no GPU otherwise")
 
     @property
     def batch_size(self) -> int:
@@ -132,6 +140,7 @@ class ModelSpec:
     sidecar: str | None
     backend: BackendOptions
     input_size: int
+    request: InferenceRequest = InferenceRequest()
 
     def load(self) -> Backend:
         """Read the model, check it is the file the driver validated, open the backend."""
@@ -142,7 +151,9 @@ class ModelSpec:
         side = (
             load_sidecar(read_bytes(self.sidecar, self.storage).decode(), origin=self.sidecar) if self.sidecar else None
         )
-        return open_backend(blob, origin=self.url, options=self.backend, metadata=side, storage=self.storage)
+        return open_backend(
+            blob, origin=self.url, options=self.backend, metadata=side, storage=self.storage, request=self.request
+        )
 
 
 @dataclass(frozen=True)

@@ -84,16 +84,15 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
         that is a folder, an output that is a file, an input inside the output), ``StorageUnavailable``: each with
         one line naming the file and the fix.
     """
-    from yolact_batch.backends.factory import BackendOptions
     from yolact_batch.model import YolactModel
 
     config = config.absolute()
     _check_places(config)
     res = config.resources
-    # The driver may have no GPU: it validates the model with ONNX Runtime on the CPU.
+    # The driver may have no GPU: it validates the model on the CPU (ONNX Runtime, or torch in fp32).
     model = YolactModel(
         config.model, request=config.inference, sidecar=config.sidecar, storage=config.storage,
-        backend=BackendOptions(intra_op_threads=1, batch_size=res.batch_size),
+        backend=res.backend.on_cpu(),
     )  # fmt: skip
     listing = list_inputs(config.input, config.source, config.storage, limit=config.limit, exclude=(config.output,))
     items = listing.items
@@ -138,6 +137,7 @@ def _plan(config, model, items, not_read, output, run_id, lease, log) -> Plan:
     spec = ModelSpec(
         url=config.model, digest=model.ref.digest, storage=config.storage, sidecar=config.sidecar,
         backend=replace(res.backend, engine_cache=engine_cache), input_size=model.config.input_size,
+        request=config.inference,
     )  # fmt: skip
     return Plan(config, spec, model.config, model.postprocessor, model.ref, todo, items.num_rows,
                 items.num_rows - todo.num_rows, output, run_id, not_read, lease)  # fmt: skip
