@@ -221,7 +221,6 @@ def _undecided_keys(u, flat, n_cols, canvas, canvas_row, row_mask, row_tile, row
     r, c = np.divmod(u, n_cols)
     per = cols.tiles_of_source[c]
     piece = _key_range(np.zeros(u.size, np.int64), per, 1)
-    first = np.cumsum(per) - per
     u, r, c = np.repeat(u, per), np.repeat(r, per), np.repeat(c, per)
     k = cols.first_tile[c] + piece
     n = u.size
@@ -258,9 +257,8 @@ def _undecided_keys(u, flat, n_cols, canvas, canvas_row, row_mask, row_tile, row
         keys.append(base[i[c]] + x[c] * height + j + 1)
     # At the top edge, against the tile above (its last row when undecided too).
     tile_above = flat[u - n_cols]
-    position = np.empty(flat.size, np.int32)
-    position[u[first]] = first
-    lookup = np.where(tile_above == _UNDECIDED, position[u - n_cols] + piece, 0)
+    # (u is sorted and each source tile's pieces consecutive: the first piece of the tile above.)
+    lookup = np.where(tile_above == _UNDECIDED, np.searchsorted(u, u - n_cols) + piece, 0)
     above_on = np.where(tile_above == _UNDECIDED, on_last.take(lookup, axis=1), tile_above == _ON)
     x, i = np.divmod(np.flatnonzero(((above_on != on_first) & valid).ravel()), n)
     keys.append(base[i] + x * height)
