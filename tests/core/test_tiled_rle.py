@@ -8,7 +8,7 @@ from pycocotools import mask as coco_mask
 
 from yolact_batch.core.masks import AxisResize, crop_windows, full_windows, paste_masks, sigmoid, upsample_masks
 from yolact_batch.core.rle import counts_in_box, string_to_counts
-from yolact_batch.core.tiled_rle import AxisTiles, mask_run_lengths
+from yolact_batch.core.tiled_rle import AxisTiles, mask_areas, mask_run_lengths, run_lengths
 
 
 def split(counts, lengths):
@@ -168,3 +168,17 @@ def test_prop_values_crowding_the_threshold(data, hp, wp, scale_h, scale_w, extr
     expected = full_size_counts(blocks, windows, (hp, wp), height, width, threshold)
     assert_same(tiled_counts(blocks, windows, (hp, wp), height, width, threshold), expected)
     assert_same(paste_counts(blocks, windows, (hp, wp), height, width, threshold), expected)
+
+
+@pytest.mark.parametrize("size", [(10, 30), (30, 10), (7, 9), (20, 24), (45, 61)])
+@pytest.mark.parametrize("logits", [False, True])
+def test_run_lengths_any_image_size(size, logits):
+    # Smaller than the prototypes on an axis: the pixel path; otherwise the tiles. Same counts either way.
+    blocks, windows = random_case(11, count=7)
+    values = [np.log(b / (1 - b)) for b in blocks] if logits else blocks
+    with np.errstate(divide="ignore"):
+        counts, lengths = run_lengths(values, windows, (20, 24), size, logits=logits)
+    expected = paste_counts([sigmoid(v) for v in values] if logits else blocks, windows, (20, 24), *size)
+    assert_same(split(counts, lengths), expected)
+    np.testing.assert_array_equal(mask_areas(counts, lengths), [c[1::2].sum() for c in expected])
+    assert mask_areas(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
