@@ -182,3 +182,14 @@ def test_run_lengths_any_image_size(size, logits):
     assert_same(split(counts, lengths), expected)
     np.testing.assert_array_equal(mask_areas(counts, lengths), [c[1::2].sum() for c in expected])
     assert mask_areas(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
+
+
+def test_masks_done_a_few_at_a_time_give_the_same_counts(monkeypatch):
+    from yolact_batch.core import tiled_rle
+
+    blocks, windows = random_case(5, count=30)
+    whole = run_lengths(blocks, windows, (20, 24), (97, 131))
+    monkeypatch.setattr(tiled_rle, "_CHUNK_ROWS", 7)  # many canvases of one to a few masks
+    for got, expected in zip(run_lengths(blocks, windows, (20, 24), (97, 131)), whole):
+        np.testing.assert_array_equal(got, expected)
+    assert_same(split(*whole), paste_counts(blocks, windows, (20, 24), 97, 131))
