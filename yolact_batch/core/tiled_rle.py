@@ -12,9 +12,10 @@ with the same float32 operations in the same order as ``masks.paste_masks`` (wid
 first, then height, as torch). The RLE needs only where each column changes, so decided
 tiles contribute one run boundary per column where their class changes, and nothing else.
 
-All masks of an image are done at once: their windows are stacked on one canvas in
-prototype columns, so that the classification, the tile codes and every later step are
-a few numpy calls per image, not per mask.
+The masks are done many at a time: their windows are stacked on one canvas in prototype
+columns, so that the classification, the tile codes and every later step are a few numpy
+calls per canvas, not per mask (``run_lengths`` cuts an image's masks into canvases of
+about ``_CHUNK_ROWS`` prototype rows, small enough to stay in cache).
 """
 
 from __future__ import annotations
