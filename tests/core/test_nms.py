@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yolact_batch.core.nms import cross_class_fast_nms, fast_nms, greedy_nms
+from yolact_batch.core.nms import cross_class_fast_nms, fast_nms, fast_nms_on_demand, greedy_nms
 
 
 def _iou(a, b):
@@ -72,6 +72,29 @@ def test_cross_class_fast_nms_matches_oracle(seed):
     best = scores.max(axis=0, keepdims=True)
     expected = [(s, int(scores[:, i].argmax()), i) for s, _, i in reference_fast_nms(boxes, best, 0.5, 200, 100)]
     assert as_triples(cross_class_fast_nms(boxes, scores, iou_threshold=0.5, top_k=200, max_detections=100)) == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("cross_class", [False, True])
+def test_fast_nms_on_demand_reads_only_what_it_needs_and_matches_the_oracle(seed, cross_class):
+    boxes, scores = random_case(seed, n=300)
+    best = scores.max(axis=0)
+    read = set()
+
+    def boxes_of(i):
+        read.update(i.tolist())
+        return boxes[i]
+
+    got = as_triples(fast_nms_on_demand(boxes_of, lambda i: scores[:, i], best, top_k=200, max_detections=10,
+                                        cross_class=cross_class))  # fmt: skip
+    if cross_class:
+        ranked = reference_fast_nms(boxes, best[None], 0.5, 200, 10)
+        expected = [(s, int(scores[:, i].argmax()), i) for s, _, i in ranked]
+    else:
+        expected = reference_fast_nms(boxes, scores, 0.5, 200, 10)
+    assert got == expected
+    assert len(read) < len(boxes)  # 10 detections need far fewer than the 300 candidates
+    assert fast_nms_on_demand(boxes_of, lambda i: scores[:, i], best[:0])[0].shape == (0,)
 
 
 @pytest.mark.parametrize("seed", range(10))

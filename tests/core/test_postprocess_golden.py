@@ -49,3 +49,24 @@ def test_postprocess_and_json_match_golden(config, image_id):
     )
     assert differing <= 5, f"{differing} mask pixels differ from the reference"
     np.testing.assert_array_equal(dets.areas, g["post_mask_area"])
+
+
+@pytest.mark.parametrize("cross_class_nms", [False, True])
+@pytest.mark.parametrize("config,image_id", golden_params()[:2])
+def test_detect_equals_decoding_every_candidate(config, image_id, cross_class_nms):
+    # detect decodes only the candidates Fast NMS reads: the same bits as decoding all of them first.
+    from yolact_batch.core.boxes import decode_boxes
+    from yolact_batch.core.nms import cross_class_fast_nms, fast_nms
+    from yolact_batch.core.settings import DetectSettings
+
+    g, _ = golden_case(config, image_id)
+    loc, conf = g["loc"][0], g["conf"][0]
+    best = conf[:, 1:].max(axis=1)
+    candidates = np.flatnonzero(best > 0.05)
+    boxes = decode_boxes(loc[candidates], PRIORS[candidates])
+    nms = cross_class_fast_nms if cross_class_nms else fast_nms
+    idx, classes, scores = nms(boxes, conf[candidates, 1:].T, best_scores=best[candidates])
+    got = detect(loc, conf, PRIORS, DetectSettings(cross_class_nms=cross_class_nms))
+    for a, b in zip(got, (boxes[idx], classes, scores, candidates[idx])):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)

@@ -8,6 +8,8 @@ and ``scores`` (``float32[D]``). No candidates gives three empty arrays.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from yolact_batch.core.boxes import box_iou
@@ -61,14 +63,14 @@ def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> 
 
 
 def _fast_nms_by_score(
-    boxes: np.ndarray,
-    scores: np.ndarray,
+    boxes_of: Callable[[np.ndarray], np.ndarray],
+    columns_of: Callable[[np.ndarray], np.ndarray],
     best: np.ndarray,
     iou_threshold: float,
     top_k: int,
     max_detections: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fast NMS over ``scores [C, N]``, visiting entries from the best down.
+    """Fast NMS over scores ``[C, N]``, visiting entries from the best down.
 
     An entry's fate (its rank within its class, and whether a better box of its class
     overlaps it) depends only on better entries. So the entries scoring at least some
@@ -76,9 +78,11 @@ def _fast_nms_by_score(
     survive, nothing below ``t`` can make the cut. ``t`` starts high (about
     ``2 * max_detections`` entries) and is lowered until that holds or every entry is
     in; the result equals the reference's full ``[C, top_k, top_k]`` computation.
-    ``best`` is each candidate's highest class score.
+    ``best`` is each candidate's highest class score; ``columns_of(i)`` gives the scores
+    ``[C, len(i)]`` and ``boxes_of(i)`` the boxes ``[len(i), 4]`` of candidates ``i``, which
+    are all this reads (a few hundred of the thousands of candidates).
     """
-    num_candidates = scores.shape[1]
+    num_candidates = best.shape[0]
     depth = 2 * max_detections
     while True:
         if depth >= num_candidates:
@@ -88,18 +92,52 @@ def _fast_nms_by_score(
         # Only candidates whose best score reaches t hold entries >= t; the column subset
         # keeps nonzero's order (class, then candidate).
         columns = np.flatnonzero(best >= threshold)
-        classes, idx = np.nonzero(scores[:, columns] >= threshold)
-        idx = columns[idx]
-        entry_scores = scores[classes, idx]
+        block = columns_of(columns)
+        classes, local = np.nonzero(block >= threshold)
+        entry_scores = block[classes, local]
+        idx = columns[local]
         order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
         classes, idx, entry_scores = classes[order], idx[order], entry_scores[order]
         in_top_k = _rank_within(classes) < top_k
         classes, idx, entry_scores = classes[in_top_k], idx[in_top_k], entry_scores[in_top_k]
-        keep = np.flatnonzero(~_suppressed(boxes[idx], classes, iou_threshold))
+        keep = np.flatnonzero(~_suppressed(boxes_of(idx), classes, iou_threshold))
         if len(keep) >= max_detections or threshold == -np.inf:
             keep = keep[:max_detections]
             return idx[keep].astype(np.int64), classes[keep].astype(np.int64), entry_scores[keep]
         depth *= 4
+
+
+def fast_nms_on_demand(
+    boxes_of: Callable[[np.ndarray], np.ndarray],
+    scores_of: Callable[[np.ndarray], np.ndarray],
+    best_scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    top_k: int = 200,
+    max_detections: int = 100,
+    cross_class: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``fast_nms`` (or ``cross_class_fast_nms``) fetching boxes and scores only as it needs them.
+
+    The same result as ``fast_nms(boxes, scores, best_scores=best_scores)`` with
+    ``boxes_of(i) == boxes[i]`` and ``scores_of(i) == scores[:, i]``: ``Detect`` decodes and
+    gathers just the few hundred candidates this reads instead of all of them.
+
+    Args:
+        boxes_of: candidate indices ``int64[K]`` -> their boxes ``float32[K, 4]`` in ``(x1, y1, x2, y2)``.
+        scores_of: candidate indices ``int64[K]`` -> their scores ``float32[C, K]``.
+        best_scores: ``float32[N]`` each candidate's highest class score.
+    """
+    if np.ndim(best_scores) != 1:
+        raise ValueError(f"best_scores must have shape [N], got {list(np.shape(best_scores))}")
+    if best_scores.shape[0] == 0:
+        return _empty()
+    if not cross_class:
+        return _fast_nms_by_score(boxes_of, scores_of, best_scores, iou_threshold, top_k, max_detections)
+    idx, _, best = _fast_nms_by_score(
+        boxes_of, lambda i: best_scores[None, i], best_scores, iou_threshold, top_k, max_detections
+    )
+    return idx, scores_of(idx).argmax(axis=0).astype(np.int64), best
 
 
 def fast_nms(
@@ -130,7 +168,7 @@ def fast_nms(
     if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
     best = scores.max(axis=0) if best_scores is None else best_scores
-    return _fast_nms_by_score(boxes, scores, best, iou_threshold, top_k, max_detections)
+    return _fast_nms_by_score(boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold, top_k, max_detections)
 
 
 def cross_class_fast_nms(
@@ -156,8 +194,10 @@ def cross_class_fast_nms(
     if scores.shape[0] == 0 or scores.shape[1] == 0:
         return _empty()
     best = scores.max(axis=0) if best_scores is None else best_scores
-    idx, _, best = _fast_nms_by_score(boxes, best[None], best, iou_threshold, top_k, max_detections)
-    return idx, scores[:, idx].argmax(axis=0).astype(np.int64), best
+    return fast_nms_on_demand(
+        boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold=iou_threshold, top_k=top_k,
+        max_detections=max_detections, cross_class=True,
+    )  # fmt: skip
 
 
 def _best(indices, classes, scores, max_detections):

@@ -22,10 +22,11 @@ from yolact_batch.core.boxes import boxes_to_pixels, decode_boxes
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.detections import Detections
 from yolact_batch.core.heads import GraphHeads, PackedDetections, RawHeads
-from yolact_batch.core.masks import AxisResize, crop_windows, full_windows, paste_masks, sigmoid
+from yolact_batch.core.masks import crop_windows, full_windows
 from yolact_batch.core.priors import make_priors
-from yolact_batch.core.rle import counts_in_box, counts_to_strings
+from yolact_batch.core.rle import counts_to_strings
 from yolact_batch.core.settings import DetectSettings, InferenceSettings, OutputSettings
+from yolact_batch.core.tiled_rle import mask_areas, run_lengths
 
 ImageSize = tuple[int, int]  # (height, width)
 
@@ -48,19 +49,30 @@ def detect(
     foreground = conf[:, 1:]
     best = foreground.max(axis=1, initial=-np.inf)
     candidates = np.flatnonzero(best > settings.conf_threshold)
-    boxes = decode_boxes(loc[candidates], priors[candidates])
-    scores = foreground[candidates].T  # [C, N] view: Fast NMS reads only the best entries
     common = dict(iou_threshold=settings.iou_threshold, max_detections=settings.max_detections)
     if settings.nms == "greedy":
+        boxes = decode_boxes(loc[candidates], priors[candidates])
         idx, classes, kept_scores = nms_ops.greedy_nms(
-            boxes, scores, score_threshold=settings.conf_threshold, cross_class=settings.cross_class_nms, **common
+            boxes,
+            foreground[candidates].T,
+            score_threshold=settings.conf_threshold,
+            cross_class=settings.cross_class_nms,
+            **common,
         )
-    else:
-        fast_nms = nms_ops.cross_class_fast_nms if settings.cross_class_nms else nms_ops.fast_nms
-        idx, classes, kept_scores = fast_nms(
-            boxes, scores, top_k=settings.top_k, best_scores=best[candidates], **common
-        )
-    return boxes[idx], classes, kept_scores, candidates[idx]
+        return boxes[idx], classes, kept_scores, candidates[idx]
+
+    # Fast NMS reads a few hundred of the thousands of candidates: decode and gather only those
+    # (elementwise, so the same bits as decoding all of them).
+    def boxes_of(i: np.ndarray) -> np.ndarray:
+        return decode_boxes(loc[candidates[i]], priors[candidates[i]])
+
+    def scores_of(i: np.ndarray) -> np.ndarray:
+        return foreground[candidates[i]].T
+
+    idx, classes, kept_scores = nms_ops.fast_nms_on_demand(
+        boxes_of, scores_of, best[candidates], top_k=settings.top_k, cross_class=settings.cross_class_nms, **common
+    )
+    return boxes_of(idx), classes, kept_scores, candidates[idx]
 
 
 def _select(scores: np.ndarray, classes: np.ndarray, output: OutputSettings) -> np.ndarray:
@@ -80,33 +92,30 @@ def _finish(
     image_size: ImageSize,
     output: OutputSettings,
     config: ModelConfig,
+    logits: bool = False,
 ) -> Detections:
     """Integer boxes, masks and RLEs for detections already selected and sorted.
 
     ``windows`` (``mask_windows``) bound each mask; ``block(i, window)`` returns detection
-    ``i``'s mask values inside its window.
+    ``i``'s mask values inside its window (before the sigmoid with ``logits``).
     """
     height, width = image_size
     pixel_boxes = boxes_to_pixels(boxes, width, height)
     # The reference writes only boxes with a positive integer area; so do we, everywhere.
     valid = np.flatnonzero((pixel_boxes[:, 2] - pixel_boxes[:, 0]) * (pixel_boxes[:, 3] - pixel_boxes[:, 1]) > 0)
-    hp, wp = proto_size
-    rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
-    blocks = (block(i, windows[i]) for i in valid)
-    counts = [
-        counts_in_box(mask_box, top, left, height, width)
-        for mask_box, top, left in paste_masks(blocks, windows[valid], rows, cols, output.mask_threshold)
-    ]
+    blocks = (block(i, windows[i]) for i in valid.tolist())
+    counts, lengths = run_lengths(blocks, windows[valid], proto_size, image_size, output.mask_threshold, logits=logits)
     size = [height, width]
+    strings = counts_to_strings(np.split(counts, np.cumsum(lengths)[:-1]) if len(lengths) else [])
     return Detections(
         boxes=pixel_boxes[valid].astype(np.float32),
         scores=scores[valid].astype(np.float32),
         class_ids=classes[valid].astype(np.int64),
-        rles=tuple({"size": size, "counts": text} for text in counts_to_strings(counts)),
+        rles=tuple({"size": size, "counts": text} for text in strings),
         image_size=(height, width),
         class_names=config.class_names,
         category_ids=config.category_ids,
-        areas=np.array([c[1::2].sum() for c in counts], dtype=np.int64),
+        areas=mask_areas(counts, lengths),
     )
 
 
@@ -126,9 +135,9 @@ def postprocess_raw(
         coeffs = heads.mask[b][prior_idx[keep]]
         proto = heads.proto[b]
 
-        def block(i, window, proto=proto, coeffs=coeffs):
+        def block(i, window, proto=proto, coeffs=coeffs):  # logits: the sigmoid runs batched in _finish
             r0, r1, c0, c1 = window
-            return sigmoid(proto[r0:r1, c0:c1] @ coeffs[i])
+            return proto[r0:r1, c0:c1] @ coeffs[i]
 
         results.append(
             _finish(
@@ -141,6 +150,7 @@ def postprocess_raw(
                 image_size,
                 settings.output,
                 config,
+                logits=True,
             )
         )
     return results

@@ -140,7 +140,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return image
 
 
-def preprocess(image: np.ndarray, config: ModelConfig) -> np.ndarray:
+def preprocess(image: np.ndarray, config: ModelConfig, out: np.ndarray | None = None) -> np.ndarray:
     """The reference's input transform, bit for bit.
 
     float32 -> ``cv2.resize`` to the square input size (bilinear, aspect ratio not kept)
@@ -148,19 +148,30 @@ def preprocess(image: np.ndarray, config: ModelConfig) -> np.ndarray:
 
     Args:
         image: ``uint8[H, W, 3]`` BGR image.
+        out: ``float32[3, S, S]`` to write the result into (a row of a batch), or None.
 
     Returns:
-        ``float32[3, S, S]`` with ``S = config.input_size``.
+        ``float32[3, S, S]`` with ``S = config.input_size`` (``out`` when given).
     """
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"preprocess expects a BGR image of shape (H, W, 3), got {image.shape}")
     size = config.input_size
+    if out is None:
+        out = np.empty((3, size, size), np.float32)
+    elif out.shape != (3, size, size) or out.dtype != np.float32:
+        raise ValueError(f"preprocess out must be float32[3, {size}, {size}], got {out.dtype}{list(out.shape)}")
+    # The resize stays the reference's 3-channel call (a 1-channel resize rounds differently on
+    # narrow images); the normalisation then runs channel by channel straight into its RGB plane:
+    # the same float32 operations, without numpy's slow broadcast over a last axis of 3 (9 ms).
     resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-    if config.normalize == "unit":
-        normalized = resized / np.float32(255)
-    else:
-        normalized = (resized - np.array(config.mean_bgr, np.float32)) / np.array(config.std_bgr, np.float32)
-    return np.ascontiguousarray(normalized[:, :, ::-1].transpose(2, 0, 1))
+    for channel in range(3):
+        plane = out[2 - channel]
+        if config.normalize == "unit":
+            np.divide(resized[:, :, channel], np.float32(255), out=plane)
+        else:
+            np.subtract(resized[:, :, channel], np.float32(config.mean_bgr[channel]), out=plane)
+            np.divide(plane, np.float32(config.std_bgr[channel]), out=plane)
+    return out
 
 
 def to_bgr(image: np.ndarray) -> np.ndarray:

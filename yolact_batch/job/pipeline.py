@@ -26,7 +26,7 @@ from yolact_batch.core.postprocess import Postprocessor
 from yolact_batch.core.preprocess import ImageDecodeError, decode_image, decode_peak_bytes, preprocess
 from yolact_batch.io.commit import OutputStore, Superseded
 from yolact_batch.io.reads import fetch
-from yolact_batch.io.schema import ModelRef, error_row, failure_text, ok_row, rows_to_table
+from yolact_batch.io.schema import ModelRef, failure_text, results_table
 from yolact_batch.io.storage import StorageOptions, StorageUnavailable
 from yolact_batch.job.columns import (
     DATA,
@@ -137,7 +137,7 @@ def decode_stage(batch: pa.Table, *, config: ModelConfig, max_pixels: int) -> di
             continue
         try:
             image = decode_image(blob, max_pixels=max_pixels)
-            inputs[i] = preprocess(image, config)
+            preprocess(image, config, out=inputs[i])
             heights[i], widths[i] = image.shape[:2]
         except ImageDecodeError as exc:
             errors[i] = f"decode failed: {exc}"
@@ -201,15 +201,9 @@ def postprocess_stage(batch: dict[str, np.ndarray], *, post: Postprocessor, mode
     errors = list(batch[ERROR])
     ok = [i for i in range(n) if not errors[i]]
     results = dict(zip(ok, _detections(batch, ok, post)))
-    rows = []
-    for i in range(n):
-        where = dict(image_uri=str(batch[IMAGE_URI][i]), image_id=decode_image_id(batch[IMAGE_ID][i]))
-        result = results.get(i, errors[i])
-        if isinstance(result, str):
-            rows.append(error_row(**where, error=result, model=model))
-        else:
-            rows.append(ok_row(result, **where, model=model))
-    return rows_to_table(rows)
+    uris = [str(uri) for uri in batch[IMAGE_URI]]
+    ids = [decode_image_id(v) for v in batch[IMAGE_ID]]
+    return results_table(uris, ids, [results.get(i, errors[i]) for i in range(n)], model)
 
 
 def _detections(batch: dict[str, np.ndarray], ok: list[int], post: Postprocessor) -> list:
