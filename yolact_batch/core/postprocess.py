@@ -80,11 +80,12 @@ def _finish(
     image_size: ImageSize,
     output: OutputSettings,
     config: ModelConfig,
+    mask_scores: np.ndarray | None = None,
 ) -> Detections:
     """Integer boxes, masks and RLEs for detections already selected and sorted.
 
     ``windows`` (``mask_windows``) bound each mask; ``block(i, window)`` returns detection
-    ``i``'s mask values inside its window.
+    ``i``'s mask values inside its window. ``mask_scores`` (YOLACT++) follow the same filter.
     """
     height, width = image_size
     pixel_boxes = boxes_to_pixels(boxes, width, height)
@@ -107,6 +108,7 @@ def _finish(
         class_names=config.class_names,
         category_ids=config.category_ids,
         areas=np.array([c[1::2].sum() for c in counts], dtype=np.int64),
+        mask_scores=None if mask_scores is None else mask_scores[valid].astype(np.float32),
     )
 
 
@@ -184,6 +186,7 @@ def pack_graph_heads(
                 if values
                 else np.zeros(0, np.float32),
                 proto_size=proto_size,
+                mask_scores=None if heads.mask_scores is None else heads.mask_scores[b, keep].astype(np.float32),
             )
         )
     return packed
@@ -215,7 +218,18 @@ def postprocess_packed(
             return values[ends[i] - h * w : ends[i]].reshape(h, w)
 
         results.append(
-            _finish(item.boxes, item.classes, item.scores, block, windows, item.proto_size, image_size, output, config)
+            _finish(
+                item.boxes,
+                item.classes,
+                item.scores,
+                block,
+                windows,
+                item.proto_size,
+                image_size,
+                output,
+                config,
+                item.mask_scores,
+            )
         )
     return results
 

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from yolact_batch.core import rle
+from yolact_batch.core.coco import segm_score
 from yolact_batch.io.results_io import COCO_NAMES, iter_batches, load_json, rows_to_results
 from yolact_batch.io.storage import StorageOptions, filesystem
 
@@ -172,7 +173,9 @@ def export_dataset(
         storage: object storage options.
 
     Images keep their row ``image_id`` when every ok row has a distinct one, else they are
-    numbered 1..N in row order. Each annotation carries its ``score``.
+    numbered 1..N in row order. Each annotation is a mask and carries its mask score
+    (``coco.segm_score``: YOLACT++'s re-scored score, else the box score), which
+    ``score_threshold`` applies to.
     """
     read = lambda columns: _rows(output_uri, columns, storage, allow_incomplete)  # noqa: E731
     ids, keep_ids = set(), True
@@ -206,7 +209,7 @@ def export_dataset(
                 image_id = row["image_id"] if keep_ids else n_image
                 for inst in row["instances"]:
                     names.setdefault(inst["category_id"], inst["category"])
-                    if not inst["score"] > score_threshold:
+                    if not segm_score(inst) > score_threshold:
                         counts["below_score"] += 1
                         continue
                     if inst["area"] == 0:
@@ -222,7 +225,7 @@ def export_dataset(
                         area = _polygon_area(seg, *inst["segmentation"]["size"])
                     annotations.write({
                         "id": annotations.count + 1, "image_id": image_id, "category_id": inst["category_id"],
-                        "segmentation": seg, "area": area, "bbox": inst["bbox"], "iscrowd": 0, "score": inst["score"],
+                        "segmentation": seg, "area": area, "bbox": inst["bbox"], "iscrowd": 0, "score": segm_score(inst),
                     })  # fmt: skip
         counts["annotations"] = annotations.count
         cats = [{"id": int(c), "name": names[c], "supercategory": ""} for c in sorted(names)]

@@ -10,7 +10,9 @@ One row per input image::
     error      string | null what went wrong, naming the cause
     instances  list<struct>  category_id (COCO id), category (name), score (float32),
                              bbox [x, y, w, h] pixels (COCO), area (int64 mask pixels),
-                             segmentation {size [h, w], counts (COCO compressed RLE)}
+                             segmentation {size [h, w], counts (COCO compressed RLE)},
+                             mask_score (float32 | null: YOLACT++'s re-scored mask
+                             score, the segm score; null for YOLACT and for older files)
     model      struct        name, digest (sha256 of the model file)
 """
 
@@ -40,6 +42,7 @@ INSTANCE = pa.struct(
         ("bbox", pa.list_(pa.float64())),
         ("area", pa.int64()),
         ("segmentation", SEGMENTATION),
+        ("mask_score", pa.float32()),
     ]
 )
 MODEL = pa.struct([("name", pa.string()), ("digest", pa.string())])
