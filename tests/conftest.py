@@ -86,6 +86,12 @@ def golden_case(config: str, image_id: int) -> tuple[dict, dict]:
         return arrays, json.load(f)
 
 
+def golden_json(config: str, image_id: int) -> dict:
+    """The reference JSON of one golden image (YOLACT++ has JSON for more images than npz)."""
+    with open(require(GOLDEN / config / f"{image_id}.json")) as f:
+        return json.load(f)
+
+
 def golden_image_bytes(image_id: int) -> bytes:
     return require(COCO_SUBSET / "val2017" / f"{image_id:012d}.jpg").read_bytes()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLUS, PLUS_IDS, golden_case, golden_image_bytes
+from tests.conftest import PLUS, PLUS_IDS, golden_json, golden_image_bytes
 from tests.matching import assert_same_detections, assert_same_mask_results
 
 pytest.importorskip("torch")
@@ -28,7 +28,7 @@ def test_export_then_predict_reproduces_golden_bbox_and_segm_json(exported, tmp_
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["image_id"] for r in rows) == sorted(PLUS_IDS) and all(r["status"] == "ok" for r in rows)
     for row in rows:
-        _, reference = golden_case(PLUS, row["image_id"])
+        reference = golden_json(PLUS, row["image_id"])
         assert_same_detections(row["instances"], reference)
         assert_same_mask_results(row["instances"], reference)
         assert all(i["mask_score"] < i["score"] for i in row["instances"])  # maskiou_p < 1 on the goldens

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import COCO_SUBSET, PLUS, PLUS_IDS, golden_case, require
+from tests.conftest import COCO_SUBSET, PLUS, PLUS_IDS, golden_json, require
 from tests.job.conftest import read_rows, run_segment
 from tests.matching import assert_same_detections, assert_same_mask_results
 
@@ -25,6 +25,6 @@ def test_segment_reproduces_golden_bbox_and_segm_json(exported, tmp_path):
     rows = read_rows(out)
     assert sorted(r["image_id"] for r in rows) == sorted(PLUS_IDS) and {r["status"] for r in rows} == {"ok"}
     for row in rows:
-        _, reference = golden_case(PLUS, row["image_id"])
+        reference = golden_json(PLUS, row["image_id"])
         assert_same_detections(row["instances"], reference)
         assert_same_mask_results(row["instances"], reference)
