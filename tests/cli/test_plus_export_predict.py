@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PLUS, PLUS_IDS, golden_json, golden_image_bytes
+from tests.conftest import PLUS, PLUS_IDS, golden_image_bytes, golden_json
 from tests.matching import assert_same_detections, assert_same_mask_results
 
 pytest.importorskip("torch")
