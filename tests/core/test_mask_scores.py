@@ -61,3 +61,22 @@ def test_yolact_and_older_rows_score_masks_by_the_box_score():
     assert [e["score"] for e in segm] == [i["score"] for i in items]
     older = {k: v for k, v in items[0].items() if k != "mask_score"}  # written before mask scores existed
     assert segm_score(older) == older["score"]
+
+
+def test_equality_compares_mask_scores():
+    a = _dets(np.array([0.1, 0.8, 0.3], np.float32))
+    assert a == _dets(np.array([0.1, 0.8, 0.3], np.float32))
+    assert a != _dets(np.array([0.1, 0.8, 0.4], np.float32))
+    assert a != _dets() and _dets() == _dets()
+
+
+def test_supervision_confidence_is_the_mask_score():
+    sv = pytest.importorskip("supervision")
+    converted = _dets(np.array([0.1, 0.8, 0.3], np.float32)).to_supervision()
+    assert isinstance(converted, sv.Detections)
+    np.testing.assert_array_equal(converted.confidence, np.float32([0.1, 0.8, 0.3]))
+    np.testing.assert_array_equal(converted.data["box_score"], _dets().scores)
+    np.testing.assert_array_equal(converted.data["mask_score"], converted.confidence)
+    plain = _dets().to_supervision()
+    np.testing.assert_array_equal(plain.confidence, _dets().scores)
+    assert "mask_score" not in plain.data
