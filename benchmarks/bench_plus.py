@@ -38,7 +38,7 @@ def _checkpoint(golden: Path, script: str, name: str, folder: Path) -> Path:
 def main() -> None:
     import onnxruntime as ort
 
-    from yolact_batch.export.onnx_export import export_onnx
+    from yolact_batch.torchnet.onnx_export import export_onnx
 
     golden = require_shared("golden")
     image = np.load(golden / "yolact_resnet50" / "184324.npz")["input"]
