@@ -82,3 +82,18 @@ def test_mask_rescoring_fed_golden_detections(network, image_id):
     maskiou_p = out[np.arange(len(out)), arrays["det_classes"]]
     np.testing.assert_allclose(maskiou_p, arrays["maskiou_p"], atol=1e-6, rtol=0)
     np.testing.assert_allclose(arrays["post_scores"] * maskiou_p, arrays["post_mask_scores"], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(opset=17), "DeformConv, which needs opset >= 19"),
+        (dict(deform_conv="torchvision"), "deform_conv must be 'onnx' or 'decomposed'"),
+        (dict(contract="raw"), "raw contract cannot carry"),
+    ],
+)
+def test_export_refuses_bad_plus_settings_before_reading_the_checkpoint(tmp_path, kwargs, message):
+    from yolact_batch.torchnet.onnx_export import export_onnx
+
+    with pytest.raises(ValueError, match=message):
+        export_onnx(tmp_path / "missing.pth", PLUS, tmp_path / "m.onnx", **kwargs)
