@@ -1,5 +1,5 @@
-"""YOLACT++ mask scores downstream: evaluate, the COCO exports and overlays use the mask score for
-masks and the box score for boxes; outputs written before mask scores existed still read."""
+"""YOLACT++ mask scores downstream: evaluate, the COCO exports, pre-labels and overlays use the mask
+score for masks and the box score for boxes; outputs written before mask scores existed still read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from yolact_batch.core import rle
 from yolact_batch.evaluation import evaluate
 from yolact_batch.evaluation.overlays import draw_instances
 from yolact_batch.io.coco_files import export_dataset, export_results
+from yolact_batch.io.prelabel import Prelabeler, PrelabelSettings
 from yolact_batch.io.results_io import iter_rows, part_files, write_rows
 from yolact_batch.io.schema import INSTANCE, ROW_SCHEMA
 
@@ -99,9 +100,15 @@ def test_results_json_scores(outputs, iou_type):
 
 def test_dataset_json_carries_and_thresholds_mask_scores(outputs):
     path = outputs / "dataset.json"
-    counts = export_dataset(str(outputs / "plus"), str(path), score_threshold=0.3)
+    report = export_dataset(str(outputs / "plus"), str(path), settings=PrelabelSettings(score_threshold=0.3))
     annotations = json.loads(path.read_text())["annotations"]
-    assert [a["score"] for a in annotations] == pytest.approx([0.8]) and counts.below_score == 1
+    assert [a["score"] for a in annotations] == pytest.approx([0.8]) and report.dropped["below_score"] == 1
+
+
+def test_prelabel_top_n_keeps_the_best_mask_scores():
+    (row,) = _rows()
+    kept = Prelabeler(PrelabelSettings(top_n=1)).select(row["instances"])
+    assert [k["score"] for k in kept] == pytest.approx([0.8])  # the mask scored 0.8, its box 0.5
 
 
 def test_overlays_draw_the_best_mask_score_on_top():
