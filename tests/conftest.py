@@ -19,6 +19,10 @@ SHARED = Path(os.environ.get("YOLACT_BATCH_SHARED") or next(
 GOLDEN = SHARED / "golden"
 COCO_SUBSET = SHARED / "coco_val2017_subset"
 GOLDEN_IDS = {"yolact_resnet50": (165518, 184324, 205401, 376322), "yolact_base": (165518, 184324, 376322)}
+# YOLACT++ goldens (golden/README.md "YOLACT++"): JSON for 4 images, raw-head npz for 2; own script and manifest.
+PLUS = "yolact_plus_resnet50"
+PLUS_IDS = (165518, 184324, 205401, 376322)
+_CHECKPOINT_SOURCES = {PLUS: ("make_checkpoint_plus.py", "manifest_plus.json")}
 
 
 def require(path: Path) -> Path:
@@ -36,15 +40,16 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden_checkpoint(golden_dir, tmp_path_factory):
     """``golden_checkpoint(name) -> Path``: the synthetic checkpoint, built once, digest checked."""
-    manifest = json.loads((golden_dir / "manifest.json").read_text())
     folder = tmp_path_factory.mktemp("golden_checkpoints")
     built: dict[str, Path] = {}
 
     def build(name: str) -> Path:
         if name not in built:
+            script, manifest_name = _CHECKPOINT_SOURCES.get(name, ("make_checkpoint.py", "manifest.json"))
+            manifest = json.loads(require(golden_dir / manifest_name).read_text())
             path = folder / f"{name}_golden.pth"
             result = subprocess.run(
-                [sys.executable, str(golden_dir / "make_checkpoint.py"), "--list-sha256", name, str(path)],
+                [sys.executable, str(golden_dir / script), "--list-sha256", name, str(path)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             digest = result.stdout.split()[2]
@@ -83,6 +88,12 @@ def golden_case(config: str, image_id: int) -> tuple[dict, dict]:
     arrays = dict(np.load(base / f"{image_id}.npz"))
     with open(base / f"{image_id}.json") as f:
         return arrays, json.load(f)
+
+
+def golden_json(config: str, image_id: int) -> dict:
+    """The reference JSON of one golden image (YOLACT++ has JSON for more images than npz)."""
+    with open(require(GOLDEN / config / f"{image_id}.json")) as f:
+        return json.load(f)
 
 
 def golden_image_bytes(image_id: int) -> bytes:

@@ -29,3 +29,25 @@ def assert_same_detections(instances: list[dict], reference: dict, *, score_atol
         union = np.logical_or(a, r).sum()
         iou = 1.0 if union == 0 else np.logical_and(a, r).sum() / union
         assert iou >= min_mask_iou, (k, iou)
+
+
+def assert_same_mask_results(instances: list[dict], reference: dict, *, score_atol=1e-5) -> None:
+    """YOLACT++: the segm results of ``instances`` (``coco.coco_results``) carry the re-scored
+    mask score of the golden mask entries, and come in the golden (box-score) order, never re-sorted.
+
+    Near ties (golden box scores within ``score_atol``) may swap places, as for the box entries.
+    """
+    from yolact_batch.core.coco import coco_results
+
+    key = lambda entry, bbox: (entry["category_id"], tuple(round(v, 1) for v in bbox))  # noqa: E731
+    segm = coco_results(reference["image_id"], instances, iou_type="segm")
+    ours = [key(s, i["bbox"]) for s, i in zip(segm, instances)]
+    theirs = [key(m, b["bbox"]) for m, b in zip(reference["mask_detections"], reference["bbox_detections"])]
+    golden_box_score = {k: b["score"] for k, b in zip(theirs, reference["bbox_detections"])}
+    golden_mask_score = {k: m["score"] for k, m in zip(theirs, reference["mask_detections"])}
+    assert set(ours) == set(theirs)
+    for entry, k in zip(segm, ours):
+        assert abs(entry["score"] - golden_mask_score[k]) <= score_atol, (k, entry["score"], golden_mask_score[k])
+    for mine, golden in zip(ours, theirs):
+        if mine != golden:  # only a near tie of box scores may change places
+            assert abs(golden_box_score[mine] - golden_box_score[golden]) < score_atol, (mine, golden)

@@ -40,3 +40,23 @@ def test_sidecar_errors_name_the_file(text, match):
     with pytest.raises(ValueError, match=match) as info:
         load_sidecar(text, origin="side.json")
     assert "side.json" in str(info.value)
+
+
+def test_plus_config_round_trips():
+    meta = ModelMetadata(get_config("yolact_plus_base"), "graph")
+    back = ModelMetadata.from_onnx_props(meta.to_onnx_props(), origin="m.onnx")
+    assert back == meta and back.config.dcn_layers == (0, 4, 23, 3) and back.config.dcn_interval == 3
+    assert back.config.mask_rescoring and back.config.priors.scales == meta.config.priors.scales
+
+
+def test_bundled_model_metadata_of_the_older_format_still_reads():
+    """The demo model stores flat per-level scales and no YOLACT++ fields."""
+    from pathlib import Path
+
+    onnx = pytest.importorskip("onnx")
+    path = Path(__file__).resolve().parents[2] / "yolact_batch" / "models" / "yolact_shapes.onnx"
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert '"scales": [11, 22, 44, 89, 178]' in props["yolact_batch"]
+    meta = ModelMetadata.from_onnx_props(props, origin=str(path))
+    assert meta.config.priors.scales == ((11.0,), (22.0,), (44.0,), (89.0,), (178.0,))
+    assert meta.config.dcn_layers == (0, 0, 0, 0) and not meta.config.mask_rescoring

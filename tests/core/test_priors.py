@@ -12,7 +12,11 @@ def test_prior_count_and_range(name):
     priors = make_priors(cfg.priors)
     assert priors.shape == (cfg.priors.num_priors, 4) and priors.dtype == np.float32
     assert np.all((priors[:, :2] > 0) & (priors[:, :2] < 1))
-    np.testing.assert_array_equal(priors[:, 2], priors[:, 3])  # square anchors
+    if cfg.priors.square:
+        np.testing.assert_array_equal(priors[:, 2], priors[:, 3])  # the reference's square anchors
+    else:  # YOLACT++: h = scale / sqrt(ar), so w / h is the aspect ratio
+        ratios = np.tile(np.array(cfg.priors.aspect_ratios), cfg.priors.num_priors // len(cfg.priors.aspect_ratios))
+        np.testing.assert_allclose(priors[:, 2] / priors[:, 3], ratios, rtol=1e-5)
 
 
 def test_feature_map_sizes():

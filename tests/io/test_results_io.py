@@ -24,7 +24,7 @@ def _row(i: int, n_instances: int = 2) -> dict:
     seg = rle.encode(mask)
     inst = {
         "category_id": 1, "category": "person", "score": 0.5, "bbox": [float(i % 5), 1.0, 3.0, 3.0], "area": 9,
-        "segmentation": seg,
+        "segmentation": seg, "mask_score": None,  # null: a YOLACT model (no mask re-scoring)
     }  # fmt: skip
     return {
         "image_uri": f"s3://b/img_{i:03d}.jpg", "image_id": i, "width": 8, "height": 6, "status": "ok", "error": None,

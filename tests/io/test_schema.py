@@ -1,5 +1,7 @@
 """The column-wise row table against the row-by-row one it replaces in the job (``rows_to_table``)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -52,6 +54,15 @@ def test_golden_detections_mixed_with_errors_and_empty_images(golden_dets):
     ]
     uris = [f"s3://bucket/{i}.jpg" for i in range(len(results))]
     assert_same_table(uris, [184324, None, 3, 4, None], results)
+
+
+def test_mask_scores_of_yolact_plus_beside_images_without_them(golden_dets):
+    rescored = dataclasses.replace(golden_dets, mask_scores=np.linspace(0.9, 0.1, len(golden_dets)).astype(np.float32))
+    results = [rescored, golden_dets[:4], rescored[:2], "decode failed: empty file (0 bytes)"]
+    assert_same_table([f"u{i}" for i in range(4)], [1, 2, 3, None], results)
+    table = results_table([f"u{i}" for i in range(4)], [1, 2, 3, None], results, MODEL)
+    scores = [[inst["mask_score"] for inst in row] for row in table["instances"].to_pylist()]
+    assert scores[1] == [None] * 4 and scores[2] == pytest.approx([0.9, 0.9 - 0.8 / (len(golden_dets) - 1)])
 
 
 @pytest.mark.parametrize("results", [[], ["read failed: gone"], ["a", "b"]], ids=["no rows", "one error", "errors"])

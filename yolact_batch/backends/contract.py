@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
-from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
+from yolact_batch.core.heads import INPUT_NAME, output_names
 from yolact_batch.core.metadata import ModelMetadata
 
 
@@ -42,7 +42,7 @@ def check_model_io(
             f"{origin}: the model has no yolact_batch metadata. Pass a sidecar file describing it, "
             'e.g. {"config": "yolact_base", "contract": "raw"} (JSON or TOML).'
         )
-    expected = GRAPH_OUTPUTS if metadata.graph else RAW_OUTPUTS
+    expected = output_names(metadata.contract, metadata.config.mask_rescoring)
     if sorted(outputs) != sorted(expected) or len(inputs) != 1:
         raise ValueError(
             f"{origin}: outputs {list(outputs)} / inputs {list(inputs)} do not match the {metadata.contract!r} "

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, 
 
 import numpy as np
 
-from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
+from yolact_batch.core.heads import INPUT_NAME, MASK_SCORES, RAW_OUTPUTS, output_names
 from yolact_batch.core.metadata import ModelMetadata
 
 PRECISIONS = ("fp16", "fp32")
@@ -141,9 +141,10 @@ def contract_tensors(metadata: ModelMetadata, input_name: str = INPUT_NAME) -> d
         k = metadata.detect.max_detections
         kinds = {
             "boxes": ((k, 4), f32), "scores": ((k,), f32), "classes": ((k,), i64),
-            "masks": ((k, side, side), f32), "num_detections": ((), i64),
+            "masks": ((k, side, side), f32), "num_detections": ((), i64), MASK_SCORES: ((k,), f32),
         }  # fmt: skip
-        tensors.update({name: TensorSpec(*kinds[name], False) for name in GRAPH_OUTPUTS})
+        names = output_names("graph", config.mask_rescoring)
+        tensors.update({name: TensorSpec(*kinds[name], False) for name in names})
     return tensors
 
 

@@ -26,7 +26,7 @@ from yolact_batch.backends.engine_plan import (
     plan_batches,
     plan_buffers,
 )
-from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
+from yolact_batch.core.heads import GraphHeads, RawHeads, output_names
 from yolact_batch.core.metadata import ModelMetadata
 
 
@@ -141,7 +141,7 @@ class EngineRunner:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        return GRAPH_OUTPUTS if self.metadata.contract == "graph" else RAW_OUTPUTS
+        return output_names(self.metadata.contract, self.metadata.config.mask_rescoring)
 
     def __call__(self, images: np.ndarray) -> RawHeads | GraphHeads:
         """Run a batch ``float32[B, 3, S, S]`` (any ``B``, cut to the profile) and return its heads."""

@@ -9,8 +9,12 @@ import numpy as np
 from yolact_batch.backends.contract import check_model_io, inspect_onnx, unloadable
 from yolact_batch.backends.engine_plan import EngineSpec
 from yolact_batch.backends.ort_gpu import OrtIoBinding, tensorrt_provider_options, uses_device
-from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, RawHeads
+from yolact_batch.core.heads import GraphHeads, RawHeads, output_names
 from yolact_batch.core.metadata import ModelMetadata
+
+# ONNX ``DeformConv`` (YOLACT++'s deformable convs) has CPU and CUDA kernels from this release on
+# (microsoft/onnxruntime#27393); older releases fail at session creation with NOT_IMPLEMENTED.
+DEFORM_CONV_MIN_VERSION = (1, 30)
 
 # Execution providers by short name, the ``providers`` of ``BackendOptions``.
 PROVIDERS = {
@@ -50,6 +54,20 @@ def provider_options(
     return PROVIDERS[name], options
 
 
+def check_deform_conv_support(model: bytes, version: str, *, origin: str) -> None:
+    """Raise RuntimeError, naming the version needed, when ``model`` has ``DeformConv`` nodes and
+    ONNX Runtime ``version`` cannot run them (op types are plain strings in the protobuf)."""
+    parts = [int(p) for p in version.split("+")[0].split(".")[:2] if p.isdigit()]
+    if tuple(parts) >= DEFORM_CONV_MIN_VERSION or b"DeformConv" not in model:
+        return
+    need = ".".join(map(str, DEFORM_CONV_MIN_VERSION))
+    raise RuntimeError(
+        f"{origin}: the model uses ONNX DeformConv (YOLACT++ deformable convs), which ONNX Runtime runs from "
+        f"version {need} on; this is onnxruntime {version}: pip install 'onnxruntime>={need}' "
+        f"(or 'onnxruntime-gpu>={need}'), or re-export it with `yolact-batch export --deform-conv decomposed`"
+    )
+
+
 class OnnxRuntimeBackend:
     """Runs an exported YOLACT ONNX model and returns the typed head contract.
 
@@ -78,6 +96,7 @@ class OnnxRuntimeBackend:
     ) -> None:
         import onnxruntime as ort
 
+        check_deform_conv_support(model, ort.__version__, origin=origin)
         available = set(ort.get_available_providers())
         chosen = [
             provider_options(
@@ -105,7 +124,7 @@ class OnnxRuntimeBackend:
             inputs=[i.name for i in self.session.get_inputs()], outputs=[o.name for o in self.session.get_outputs()],
             origin=origin,
         )  # fmt: skip
-        self._outputs = GRAPH_OUTPUTS if self.metadata.graph else RAW_OUTPUTS
+        self._outputs = output_names(self.metadata.contract, self.metadata.config.mask_rescoring)
         self._input = self.session.get_inputs()[0].name
         # On CUDA, bind inputs/outputs explicitly instead of letting run() copy through defaults.
         self._binding = OrtIoBinding(self.session) if uses_device(self.session.get_providers()) == "cuda" else None

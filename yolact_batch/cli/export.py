@@ -20,6 +20,11 @@ def add_command(subparsers) -> None:
     g.add_argument("--top-k", type=int, default=200, help="candidates per class entering NMS (200)")
     g.add_argument("--max-detections", type=int, default=100, help="detections per image (100)")
     g.add_argument("--cross-class-nms", action="store_true", help="one NMS over all classes")
+    e.add_argument(
+        "--deform-conv", choices=("onnx", "decomposed"), default="onnx",
+        help="YOLACT++ deformable convs: ONNX DeformConv (opset 19, onnxruntime>=1.30; default) "
+        "or decomposed into standard ops (opset 17, any runtime, slower)",
+    )  # fmt: skip
     e.set_defaults(func=cmd_export)
 
 
@@ -37,7 +42,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     path = export_onnx(
         args.checkpoint, args.config, args.output,
-        contract=args.contract, detect=detect, score_threshold=args.score_threshold,
+        contract=args.contract, detect=detect, score_threshold=args.score_threshold, deform_conv=args.deform_conv,
     )  # fmt: skip
     print(f"export: wrote {path} ({args.contract} contract) in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return 0

@@ -183,8 +183,13 @@ def coco_bbox(box_xyxy) -> list[float]:
 
 
 def instances(dets) -> list[dict]:
-    """One instance dict per detection, in the row format (COCO ids, names, xywh, RLE)."""
+    """One instance dict per detection, in the row format (COCO ids, names, xywh, RLE).
+
+    ``score`` is the box score; ``mask_score`` the re-scored mask score of a YOLACT++ model
+    (None otherwise). Instances stay in box-score order.
+    """
     areas = dets.areas
+    mask_scores = [None] * len(dets) if dets.mask_scores is None else [float(v) for v in dets.mask_scores]
     return [
         {
             "category_id": int(dets.category_ids[c]),
@@ -193,8 +198,11 @@ def instances(dets) -> list[dict]:
             "bbox": coco_bbox(box),
             "area": int(area),
             "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]},
+            "mask_score": mask_score,
         }
-        for box, score, c, area, rle in zip(dets.boxes, dets.scores, dets.class_ids, areas, dets.rles)
+        for box, score, c, area, rle, mask_score in zip(
+            dets.boxes, dets.scores, dets.class_ids, areas, dets.rles, mask_scores
+        )
     ]
 
 
@@ -210,15 +218,19 @@ def coco_results(
 
     Args:
         image_id: the COCO image id of every entry.
-        items: instance dicts with ``category_id``, ``score``, ``bbox`` (COCO xywh) and
-            ``segmentation`` (RLE).
-        iou_type: ``"bbox"`` or ``"segm"`` gives entries for that evaluation; ``"both"``
-            gives ``bbox`` and ``segmentation`` in each entry (detectron2's layout; an
-            evaluator drops ``bbox`` for segm, so that area ranges come from the masks).
-        score_threshold: keep instances scoring strictly above this (default: all).
+        items: instance dicts with ``category_id``, ``score``, ``bbox`` (COCO xywh),
+            ``segmentation`` (RLE) and, for YOLACT++, ``mask_score``.
+        iou_type: ``"bbox"`` or ``"segm"`` gives entries for that evaluation, scored by the box
+            score or by the mask score (``segm_score``); ``"both"`` gives ``bbox`` and
+            ``segmentation`` in each entry (detectron2's layout; an evaluator drops ``bbox`` for
+            segm, so that area ranges come from the masks), scored by the box score, plus
+            ``mask_score`` when the instance has one (evaluators use it for segm).
+        score_threshold: keep instances whose box score is strictly above this (default: all),
+            as the reference's ``score_threshold`` applies before re-scoring.
 
     Returns:
-        Entries in the instances' order.
+        Entries in the instances' (box-score) order; segm entries are never re-sorted by their
+        mask score, as the reference writes them.
     """
     if iou_type not in ("both", *IOU_TYPES):
         raise ValueError(f"iou_type must be 'both', 'bbox' or 'segm', got {iou_type!r}")
@@ -229,9 +241,20 @@ def coco_results(
         entry = {"image_id": int(image_id), "category_id": int(item["category_id"])}
         if iou_type != "segm":
             entry["bbox"] = [float(v) for v in item["bbox"]]
-        entry["score"] = float(item["score"])
+        entry["score"] = segm_score(item) if iou_type == "segm" else float(item["score"])
+        if iou_type == "both" and item.get("mask_score") is not None:
+            entry["mask_score"] = float(item["mask_score"])
         if iou_type != "bbox":
             seg = item["segmentation"]
             entry["segmentation"] = {"size": [int(v) for v in seg["size"]], "counts": seg["counts"]}
         out.append(entry)
     return out
+
+
+def segm_score(instance: dict) -> float:
+    """The score of an instance's mask: its ``mask_score`` (YOLACT++), else its box ``score``.
+
+    Rows written before mask scores existed have no ``mask_score`` key; they read as YOLACT rows.
+    """
+    mask_score = instance.get("mask_score")
+    return float(instance["score"] if mask_score is None else mask_score)

@@ -24,6 +24,9 @@ class Detections:
         class_names: name of each foreground class of the model.
         category_ids: dataset category id (COCO id) of each foreground class.
         areas: ``int64[N]`` mask pixel counts; computed from ``rles`` when not given.
+        mask_scores: ``float32[N]`` YOLACT++ only: the re-scored mask score of each instance
+            (``score * predicted mask IoU``, the reference's segm score); ``scores`` stay the box
+            scores and fix the order. None for models without mask re-scoring.
 
     Index with a boolean mask, integer array or slice: ``dets[dets.scores > 0.3]``.
     ``==`` compares every field by value (arrays element-wise, exactly); instances are unhashable.
@@ -37,6 +40,7 @@ class Detections:
     class_names: tuple[str, ...] = field(default=(), repr=False)
     category_ids: tuple[int, ...] = field(default=(), repr=False)
     areas: np.ndarray | None = field(default=None, repr=False)
+    mask_scores: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.scores)
@@ -45,6 +49,8 @@ class Detections:
         if self.areas is None:
             object.__setattr__(self, "areas", np.array([rle_codec.area(r) for r in self.rles], dtype=np.int64))
         expected = {"boxes": (n, 4), "scores": (n,), "class_ids": (n,), "areas": (n,)}
+        if self.mask_scores is not None:
+            expected["mask_scores"] = (n,)
         for name, shape in expected.items():
             actual = np.shape(getattr(self, name))
             if actual != shape:
@@ -84,6 +90,8 @@ class Detections:
             )
             and [(list(r["size"]), r["counts"]) for r in self.rles]
             == [(list(r["size"]), r["counts"]) for r in other.rles]
+            and (self.mask_scores is None) == (other.mask_scores is None)
+            and (self.mask_scores is None or np.array_equal(self.mask_scores, other.mask_scores))
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: equal values, no stable hash
@@ -103,7 +111,13 @@ class Detections:
             self.class_names,
             self.category_ids,
             self.areas[picked],
+            None if self.mask_scores is None else self.mask_scores[picked],
         )
+
+    @property
+    def segm_scores(self) -> np.ndarray:
+        """The score of each mask: ``mask_scores`` when the model re-scores masks, else ``scores``."""
+        return self.scores if self.mask_scores is None else self.mask_scores
 
     @property
     def names(self) -> list[str]:
@@ -118,15 +132,23 @@ class Detections:
         return np.stack([rle_codec.decode(r) for r in self.rles])
 
     def to_supervision(self):
-        """Convert to ``supervision.Detections`` (requires the ``supervision`` package)."""
+        """Convert to ``supervision.Detections`` (requires the ``supervision`` package).
+
+        ``confidence`` is the mask score (``segm_scores``: the re-scored one for YOLACT++, as the
+        reference displays it); ``data`` holds ``class_name``, and for YOLACT++ ``box_score`` and
+        ``mask_score`` too.
+        """
         try:
             import supervision as sv
         except ImportError as exc:
             raise ImportError("to_supervision() needs the supervision package: pip install supervision") from exc
+        data = {"class_name": np.array(self.names, dtype=object)}
+        if self.mask_scores is not None:
+            data.update(box_score=self.scores.astype(np.float32), mask_score=self.mask_scores.astype(np.float32))
         return sv.Detections(
             xyxy=self.boxes.astype(np.float32),
             mask=self.masks(),
-            confidence=self.scores.astype(np.float32),
+            confidence=self.segm_scores.astype(np.float32),
             class_id=self.class_ids.astype(int),
-            data={"class_name": np.array(self.names, dtype=object)},
+            data=data,
         )

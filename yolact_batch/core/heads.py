@@ -25,7 +25,15 @@ import numpy as np
 
 RAW_OUTPUTS = ("loc", "conf", "mask", "proto")
 GRAPH_OUTPUTS = ("boxes", "scores", "classes", "masks", "num_detections")
+MASK_SCORES = "mask_scores"  # the extra graph output of a model with mask re-scoring (YOLACT++)
 INPUT_NAME = "images"
+
+
+def output_names(contract: str, mask_rescoring: bool = False) -> tuple[str, ...]:
+    """The outputs a model of ``contract`` has, in order; YOLACT++ graph models add ``mask_scores``."""
+    if contract == "raw":
+        return RAW_OUTPUTS
+    return (*GRAPH_OUTPUTS, MASK_SCORES) if mask_rescoring else GRAPH_OUTPUTS
 
 
 def _check(name: str, array: np.ndarray, expected: tuple) -> None:
@@ -75,6 +83,9 @@ class GraphHeads:
         masks: ``float32[B, K, Hp, Wp]`` sigmoid masks at prototype resolution, already
             cropped to their boxes when the model was exported with cropping.
         num_detections: ``int64[B]`` how many leading entries of each row are valid.
+        mask_scores: ``float32[B, K]`` YOLACT++ only: ``scores * predicted mask IoU`` (the
+            re-scored mask score, the reference's segm score), in the same (box score) order;
+            None for models without mask re-scoring.
     """
 
     boxes: np.ndarray
@@ -82,6 +93,7 @@ class GraphHeads:
     classes: np.ndarray
     masks: np.ndarray
     num_detections: np.ndarray
+    mask_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         b, k = self.scores.shape if self.scores.ndim == 2 else (None, None)
@@ -90,6 +102,8 @@ class GraphHeads:
         _check("classes", self.classes, (b, k))
         _check("masks", self.masks, (b, k, None, None))
         _check("num_detections", self.num_detections, (b,))
+        if self.mask_scores is not None:
+            _check("mask_scores", self.mask_scores, (b, k))
         if np.any(self.num_detections < 0) or np.any(self.num_detections > k):
             raise ValueError(f"num_detections must be within [0, {k}], got {self.num_detections.tolist()}")
 
@@ -113,6 +127,7 @@ class PackedDetections:
             concatenated in detection order; the windows follow from ``boxes``
             (``postprocess.mask_windows``).
         proto_size: ``(Hp, Wp)``, the prototype resolution the windows refer to.
+        mask_scores: ``float32[D]`` re-scored mask scores (YOLACT++), or None.
     """
 
     boxes: np.ndarray
@@ -120,6 +135,7 @@ class PackedDetections:
     classes: np.ndarray
     mask_values: np.ndarray
     proto_size: tuple[int, int]
+    mask_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         d = self.scores.shape[0] if self.scores.ndim == 1 else None
@@ -127,6 +143,8 @@ class PackedDetections:
         _check("boxes", self.boxes, (d, 4))
         _check("classes", self.classes, (d,))
         _check("mask_values", self.mask_values, (None,))
+        if self.mask_scores is not None:
+            _check("mask_scores", self.mask_scores, (d,))
 
     def __len__(self) -> int:
         return self.scores.shape[0]

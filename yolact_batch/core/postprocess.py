@@ -93,11 +93,13 @@ def _finish(
     output: OutputSettings,
     config: ModelConfig,
     logits: bool = False,
+    mask_scores: np.ndarray | None = None,
 ) -> Detections:
     """Integer boxes, masks and RLEs for detections already selected and sorted.
 
     ``windows`` (``mask_windows``) bound each mask; ``block(i, window)`` returns detection
     ``i``'s mask values inside its window (before the sigmoid with ``logits``).
+    ``mask_scores`` (YOLACT++) follow the same filter.
     """
     height, width = image_size
     pixel_boxes = boxes_to_pixels(boxes, width, height)
@@ -116,6 +118,7 @@ def _finish(
         class_names=config.class_names,
         category_ids=config.category_ids,
         areas=mask_areas(counts, lengths),
+        mask_scores=None if mask_scores is None else mask_scores[valid].astype(np.float32),
     )
 
 
@@ -194,6 +197,7 @@ def pack_graph_heads(
                 if values
                 else np.zeros(0, np.float32),
                 proto_size=proto_size,
+                mask_scores=None if heads.mask_scores is None else heads.mask_scores[b, keep].astype(np.float32),
             )
         )
     return packed
@@ -225,7 +229,18 @@ def postprocess_packed(
             return values[ends[i] - h * w : ends[i]].reshape(h, w)
 
         results.append(
-            _finish(item.boxes, item.classes, item.scores, block, windows, item.proto_size, image_size, output, config)
+            _finish(
+                item.boxes,
+                item.classes,
+                item.scores,
+                block,
+                windows,
+                item.proto_size,
+                image_size,
+                output,
+                config,
+                mask_scores=item.mask_scores,
+            )
         )
     return results
 

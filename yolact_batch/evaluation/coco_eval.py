@@ -43,14 +43,18 @@ def results_for_iou_type(results: list[dict], iou_type: str) -> list[dict]:
     """Fresh entries for one IoU type (pycocotools mutates what it loads).
 
     bbox: ``image_id, category_id, bbox, score`` (box from the mask when absent);
-    segm: ``image_id, category_id, segmentation, score``, no ``bbox``.
+    segm: ``image_id, category_id, segmentation, score``, no ``bbox``; the score is the entry's
+    ``mask_score`` when it has one (YOLACT++), else its ``score``.
     """
     if iou_type == "segm":
         out = []
         for r in results:
             if "segmentation" not in r:
                 raise ValueError(f"a result for image {r['image_id']} has no segmentation: cannot evaluate segm")
-            out.append({k: r[k] for k in ("image_id", "category_id", "segmentation", "score")})
+            entry = {k: r[k] for k in ("image_id", "category_id", "segmentation", "score")}
+            if r.get("mask_score") is not None:  # YOLACT++: masks are scored by the re-scored mask score
+                entry["score"] = r["mask_score"]
+            out.append(entry)
         return out
     if iou_type == "bbox":
         out = []

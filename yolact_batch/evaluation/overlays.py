@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from yolact_batch.core import rle
+from yolact_batch.core.coco import segm_score
 from yolact_batch.io.results_io import iter_batches
 from yolact_batch.io.storage import StorageOptions, filesystem, read_bytes
 
@@ -44,14 +45,16 @@ def draw_instances(
 
     Instances scoring above ``score_threshold`` are drawn lowest score first (the best on
     top): mask tinted with the class colour at ``alpha``, its outline, the box, and a
-    ``"name 0.87"`` label. Raises ``ValueError`` when a mask's size is not the image's.
+    ``"name 0.87"`` label. The score is the mask score (``coco.segm_score``: YOLACT++'s
+    re-scored one, as the reference's display uses, else the box score). Raises ``ValueError``
+    when a mask's size is not the image's.
     """
     import cv2
 
     out = image.copy()
     h, w = out.shape[:2]
     scale = max(0.4, min(1.2, min(h, w) / 900))
-    shown = sorted((i for i in instances if i["score"] > score_threshold), key=lambda i: i["score"])
+    shown = sorted((i for i in instances if segm_score(i) > score_threshold), key=segm_score)
     for inst in shown:
         size = [int(v) for v in inst["segmentation"]["size"]]
         if size != [h, w]:
@@ -64,7 +67,7 @@ def draw_instances(
         x, y, bw, bh = (float(v) for v in inst["bbox"])
         p0, p1 = (round(x), round(y)), (round(x + bw), round(y + bh))
         cv2.rectangle(out, p0, p1, color, max(1, round(scale * 2)))
-        _label(out, f"{inst['category']} {inst['score']:.2f}", p0[0], p0[1], color, scale)
+        _label(out, f"{inst['category']} {segm_score(inst):.2f}", p0[0], p0[1], color, scale)
     return out
 
 
@@ -237,7 +240,7 @@ def render_overlays(
         with fs.open(path, "wb") as f:
             f.write(cv2.imencode(".png", drawn)[1].tobytes())
         written.append(path)
-        n = sum(i["score"] > score_threshold for i in row["instances"])
+        n = sum(segm_score(i) > score_threshold for i in row["instances"])
         tiles.append((fit(drawn, tile_size), f"{name} ({n})"))  # keep thumbnails only
     sheet = ""
     if tiles:

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+from yolact_batch.core.coco import segm_score
 from yolact_batch.io.results_io import iter_batches, part_files
 from yolact_batch.io.storage import StorageOptions, filesystem
 
@@ -156,7 +157,9 @@ class Prelabeler:
         counts: what :meth:`rows` / :meth:`select` saw and dropped.
 
     ``rows(...)`` yields ``(row, kept)`` for each ok row, ``kept`` being its selected
-    instances (dicts of the row format plus ``"label"``, in the row's order).
+    instances (dicts of the row format plus ``"label"``, in the row's order). Their ``score``
+    is the mask score (``coco.segm_score``: YOLACT++'s re-scored one, else the box score),
+    which the score thresholds and top N use, as the reference's display does.
     """
 
     settings: PrelabelSettings = PrelabelSettings()
@@ -172,12 +175,13 @@ class Prelabeler:
             name = inst["category"]
             if s.classes is not None and name not in s.classes:
                 self.counts["other_class"] += 1
-            elif not inst["score"] > thresholds.get(name, s.score_threshold):
+            elif not segm_score(inst) > thresholds.get(name, s.score_threshold):
                 self.counts["below_score"] += 1
             elif inst["area"] < s.min_area:
                 self.counts["below_area"] += 1
             else:
-                kept.append({**inst, "label": s.label(name)})
+                # A pre-label is a mask: it carries (and is selected by) the mask's score.
+                kept.append({**inst, "score": segm_score(inst), "label": s.label(name)})
         if s.top_n is not None and len(kept) > s.top_n:
             best = sorted(range(len(kept)), key=lambda k: -kept[k]["score"])[: s.top_n]
             self.counts["over_top_n"] += len(kept) - s.top_n

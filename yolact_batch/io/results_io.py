@@ -185,7 +185,8 @@ def results_to_rows(
 
     Args:
         results: entries with ``image_id``, ``category_id``, ``score``, ``segmentation``
-            (compressed RLE) and optionally ``bbox`` (derived from the mask when absent).
+            (compressed RLE) and optionally ``bbox`` (derived from the mask when absent) and
+            ``mask_score`` (our ``both`` layout of a YOLACT++ output).
         images: COCO image dicts (``id``, ``file_name``, ``width``, ``height``), e.g. the
             ground truth's; ``file_name`` becomes ``image_uri``.
         category_names: category id -> name (default: the 80 COCO classes).
@@ -217,6 +218,7 @@ def results_to_rows(
             "bbox": [float(v) for v in r["bbox"]] if "bbox" in r else rle.bbox(seg),
             "area": rle.area(seg),
             "segmentation": seg,
+            "mask_score": None if r.get("mask_score") is None else float(r["mask_score"]),
         })  # fmt: skip
     if unknown:
         raise ValueError(f"results for {len(unknown)} image ids not in the images given: {sorted(unknown)[:10]}")

@@ -10,7 +10,9 @@ One row per input image::
     error      string | null what went wrong, naming the cause
     instances  list<struct>  category_id (COCO id), category (name), score (float32),
                              bbox [x, y, w, h] pixels (COCO), area (int64 mask pixels),
-                             segmentation {size [h, w], counts (COCO compressed RLE)}
+                             segmentation {size [h, w], counts (COCO compressed RLE)},
+                             mask_score (float32 | null: YOLACT++'s re-scored mask
+                             score, the segm score; null for YOLACT and for older files)
     model      struct        name, digest (sha256 of the model file)
 """
 
@@ -42,6 +44,7 @@ INSTANCE = pa.struct(
         ("bbox", pa.list_(pa.float64())),
         ("area", pa.int64()),
         ("segmentation", SEGMENTATION),
+        ("mask_score", pa.float32()),
     ]
 )
 MODEL = pa.struct([("name", pa.string()), ("digest", pa.string())])
@@ -139,6 +142,15 @@ def _segmentations(dets: list[Detections]) -> pa.Array:
     return pa.StructArray.from_arrays([size, counts], fields=list(SEGMENTATION))
 
 
+def _mask_scores(dets: list[Detections]) -> pa.Array:
+    # YOLACT++ only; null for every instance of a model without mask re-scoring.
+    values = np.concatenate(
+        [np.full(len(d), np.nan, np.float32) if d.mask_scores is None else d.mask_scores for d in dets]
+    )
+    missing = np.concatenate([np.full(len(d), d.mask_scores is None) for d in dets])
+    return pa.array(values.astype(np.float32, copy=False), pa.float32(), mask=missing)
+
+
 _INSTANCE_COLUMNS = {
     "category_id": _category_ids,
     "category": _categories,
@@ -146,6 +158,7 @@ _INSTANCE_COLUMNS = {
     "bbox": _bboxes,
     "area": _areas,
     "segmentation": _segmentations,
+    "mask_score": _mask_scores,
 }
 
 

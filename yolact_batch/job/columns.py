@@ -3,6 +3,7 @@
     read      -> IMAGE_URI, IMAGE_ID, DATA, ERROR                          (pyarrow)
     decode    -> META + INPUT                                              (numpy)
     model     -> META + RAW_OUTPUTS (raw contract) | META + PACKED + PROTO_SIZE (graph)
+                 [+ MASK_SCORES (graph, YOLACT++)]
     postprocess -> rows of ``io.schema.ROW_SCHEMA``
 
 ``IMAGE_ID`` travels as a string ("" = none) because Ray Data turns nullable integer columns
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from yolact_batch.core.heads import RAW_OUTPUTS, PackedDetections, RawHeads
+from yolact_batch.core.heads import MASK_SCORES, RAW_OUTPUTS, PackedDetections, RawHeads
 
 IMAGE_URI, IMAGE_ID, ERROR, HEIGHT, WIDTH = "image_uri", "image_id", "error", "height", "width"
 DATA = "data"  # encoded image bytes, read stage -> decode stage
@@ -25,7 +26,7 @@ PACKED = ("boxes", "scores", "classes", "mask_values")  # ragged, one value per 
 PROTO_SIZE = "proto_size"  # int32[2] per image: the mask windows' prototype grid
 _EMPTY = dict(
     boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
-    classes=np.zeros(0, np.int64), mask_values=np.zeros(0, np.float32),
+    classes=np.zeros(0, np.int64), mask_values=np.zeros(0, np.float32), mask_scores=np.zeros(0, np.float32),
 )  # fmt: skip
 
 
@@ -37,10 +38,13 @@ def decode_image_id(value: str) -> int | None:
     return int(value) if value else None
 
 
-def pack_columns(packed: dict[int, PackedDetections], n: int) -> dict[str, np.ndarray]:
-    """``PACKED`` + ``PROTO_SIZE`` columns for ``n`` rows; rows missing from ``packed`` get nothing."""
+def pack_columns(packed: dict[int, PackedDetections], n: int, *, mask_scores: bool = False) -> dict[str, np.ndarray]:
+    """``PACKED`` + ``PROTO_SIZE`` columns for ``n`` rows; rows missing from ``packed`` get nothing.
+
+    ``mask_scores``: add the ``MASK_SCORES`` column (a model with mask re-scoring, YOLACT++).
+    """
     out = {}
-    for name in PACKED:
+    for name in (*PACKED, MASK_SCORES) if mask_scores else PACKED:
         # Filled one by one: np.array() would try to stack equal shapes into one array.
         column = out[name] = np.empty(n, object)
         for i in range(n):
@@ -59,6 +63,7 @@ def unpack_columns(batch: dict[str, np.ndarray], rows: list[int]) -> list[Packed
             classes=np.asarray(batch["classes"][i], np.int64).reshape(-1),
             mask_values=np.asarray(batch["mask_values"][i], np.float32).reshape(-1),
             proto_size=tuple(int(v) for v in batch[PROTO_SIZE][i]),
+            mask_scores=np.asarray(batch[MASK_SCORES][i], np.float32).reshape(-1) if MASK_SCORES in batch else None,
         )
         for i in rows
     ]

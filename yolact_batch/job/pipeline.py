@@ -21,7 +21,7 @@ import pyarrow as pa
 import ray
 
 from yolact_batch.core.configs import ModelConfig
-from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, PackedDetections, RawHeads
+from yolact_batch.core.heads import RAW_OUTPUTS, GraphHeads, PackedDetections, RawHeads, output_names
 from yolact_batch.core.postprocess import Postprocessor
 from yolact_batch.core.preprocess import ImageDecodeError, decode_image, decode_peak_bytes, preprocess
 from yolact_batch.io.commit import OutputStore, Superseded
@@ -178,7 +178,7 @@ class ModelActor:
                     out[name][ok] = getattr(heads, name)
             return out
         packed = self._pack(heads, ok.tolist(), out) if heads is not None else {}
-        return {**out, **pack_columns(packed, n)}
+        return {**out, **pack_columns(packed, n, mask_scores=self.post.config.mask_rescoring)}
 
     def _pack(self, heads: GraphHeads, rows: list[int], out: dict[str, np.ndarray]) -> dict[int, PackedDetections]:
         """Packed detections by row; a row whose packing fails becomes an error row, alone."""
@@ -187,7 +187,8 @@ class ModelActor:
         except Exception:
             packed, out[ERROR] = {}, out[ERROR].copy()
             for j, i in enumerate(rows):
-                one = GraphHeads(**{name: getattr(heads, name)[j : j + 1] for name in GRAPH_OUTPUTS})
+                names = output_names("graph", heads.mask_scores is not None)
+                one = GraphHeads(**{name: getattr(heads, name)[j : j + 1] for name in names})
                 try:
                     [packed[i]] = self.post.pack(one)
                 except Exception as exc:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from yolact_batch.core.configs import ModelConfig
-from yolact_batch.torchnet.network import NUM_ANCHORS, RESNET_BLOCKS, Yolact, build_network
+from yolact_batch.torchnet.network import RESNET_BLOCKS, Yolact, build_network
 
 OPTIONAL_PREFIXES = ("semantic_seg_conv.",)
 _FPN_DOWNSAMPLE = re.compile(r"^fpn\.downsample_layers\.(\d+)\.")
@@ -149,9 +149,10 @@ def _check_layout(
 
 def _class_hint(state: Mapping[str, torch.Tensor], config: ModelConfig) -> str | None:
     conf = state.get("prediction_layers.0.conf_layer.weight")
-    if conf is None or conf.shape[0] % NUM_ANCHORS:
+    anchors = config.priors.anchors_per_location
+    if conf is None or conf.shape[0] % anchors:
         return None
-    num_classes = conf.shape[0] // NUM_ANCHORS
+    num_classes = conf.shape[0] // anchors
     if num_classes == config.num_classes:
         return None
     return (

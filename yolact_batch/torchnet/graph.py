@@ -59,13 +59,16 @@ def _pixel_span(a: torch.Tensor, b: torch.Tensor, size: int, padding: int) -> tu
 
 
 class GraphHead(nn.Module):
-    """Raw heads -> ``(boxes, scores, classes, masks, num_detections)`` for a batch.
+    """Raw heads -> ``(boxes, scores, classes, masks, num_detections[, mask_scores])`` for a batch.
 
     Args:
         config: the model config (priors, number of classes).
         detect: NMS settings; ``method`` must be ``"fast"``.
         score_threshold: detections are valid only with a score strictly above this.
         crop: zero each mask outside its box (prototype resolution, padding 1).
+        maskiou_net: YOLACT++'s ``FastMaskIoUNet``: run on the (cropped) prototype-resolution
+            sigmoid masks, before any upsampling or threshold, as the reference does; adds the
+            ``mask_scores`` output ``score * IoU[class]``.
     """
 
     def __init__(
@@ -75,13 +78,13 @@ class GraphHead(nn.Module):
         *,
         score_threshold: float = 0.0,
         crop: bool = True,
+        maskiou_net: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        if detect.nms != "fast":
-            raise ValueError(
-                f"the graph contract implements Fast NMS only, got nms={detect.nms!r}; "
-                "export the raw contract to run greedy NMS on the host"
-            )
+        if config.mask_rescoring and maskiou_net is None:
+            raise ValueError(f"config {config.name!r} re-scores masks: GraphHead needs the network's maskiou_net")
+        self.maskiou_net = maskiou_net
+        self.check_settings(detect)
         self.detect = detect
         self.score_threshold = float(score_threshold)
         self.crop = crop
@@ -93,9 +96,18 @@ class GraphHead(nn.Module):
         above_diagonal = np.triu(np.ones((self.top_k, self.top_k), dtype=bool), k=1)
         self.register_buffer("above_diagonal", torch.from_numpy(above_diagonal), persistent=False)
 
+    @staticmethod
+    def check_settings(detect: DetectSettings) -> None:
+        """Raise ValueError for settings the graph contract cannot bake in."""
+        if detect.nms != "fast":
+            raise ValueError(
+                f"the graph contract implements Fast NMS only, got nms={detect.nms!r}; "
+                "export the raw contract to run greedy NMS on the host"
+            )
+
     def forward(
         self, loc: torch.Tensor, conf: torch.Tensor, mask: torch.Tensor, proto: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         boxes = decode_boxes(loc, self.priors)  # [B, P, 4]
         foreground = conf[..., 1:]  # [B, P, C]
         best, best_class = foreground.max(dim=-1)
@@ -133,13 +145,15 @@ class GraphHead(nn.Module):
         out_boxes = torch.where(valid.unsqueeze(-1), out_boxes, 0.0)
         out_masks = torch.where(valid[..., None, None], masks, 0.0)
         num_detections = valid.sum(dim=1, dtype=torch.int64)
+        outputs = [out_boxes, out_scores, out_classes, out_masks, num_detections]
+        if self.maskiou_net is not None:
+            iou = self.maskiou_net(masks.flatten(0, 1).unsqueeze(1)).unflatten(0, masks.shape[:2])  # [B, K, C]
+            iou = torch.gather(iou, 2, out_classes.unsqueeze(-1)).squeeze(-1)
+            outputs.append(out_scores * iou)  # 0 where invalid: out_scores is
         pad = self.detect.max_detections - self.num_selected
-        if pad:
-            out_boxes = F.pad(out_boxes, (0, 0, 0, pad))
-            out_scores = F.pad(out_scores, (0, pad))
-            out_classes = F.pad(out_classes, (0, pad))
-            out_masks = F.pad(out_masks, (0, 0, 0, 0, 0, pad))
-        return out_boxes, out_scores, out_classes, out_masks, num_detections
+        if pad:  # pad axis 1 (detections) of every output but num_detections
+            outputs = [t if t.dim() < 2 else F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad)) for t in outputs]
+        return tuple(outputs)
 
 
 def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -148,7 +162,10 @@ def _gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class YolactGraph(nn.Module):
-    """A network returning raw heads followed by ``GraphHead``: images in, detections out."""
+    """A network returning raw heads followed by ``GraphHead``: images in, detections out.
+
+    For YOLACT++ the head holds the network's ``maskiou_net`` (the same module, shared).
+    """
 
     def __init__(self, network: nn.Module, head: GraphHead) -> None:
         super().__init__()

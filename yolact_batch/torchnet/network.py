@@ -12,13 +12,15 @@ The forward pass returns the raw heads of the ``raw`` contract (see ``yolact_bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from yolact_batch.core.configs import ModelConfig
+from yolact_batch.torchnet.deform_conv import DCN
 
-NUM_ANCHORS = 3  # aspect ratios per location; every official config uses (1, 1/2, 2)
 RESNET_BLOCKS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 # Small BasicBlock ResNets for models trained by this project on a CPU: (blocks per stage, stem width).
 SMALL_RESNETS = {"resnet_tiny": ((1, 1, 1, 1), 32)}
@@ -27,16 +29,23 @@ BACKBONES = (*RESNET_BLOCKS, *SMALL_RESNETS, "darknet53")
 
 
 class Bottleneck(nn.Module):
-    """ResNet bottleneck (1x1, 3x3 with the stride, 1x1 to ``4 * planes``) with a residual add."""
+    """ResNet bottleneck (1x1, 3x3 with the stride, 1x1 to ``4 * planes``) with a residual add.
+
+    With ``deformable`` the 3x3 is the reference's ``DCN`` (DCNv2, with a bias): YOLACT++.
+    """
 
     expansion = 4
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, deformable: bool = False) -> None:
         super().__init__()
         out_channels = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2: nn.Module = (
+            DCN(planes, planes, 3, stride=stride, padding=1)
+            if deformable
+            else nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        )
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -60,8 +69,10 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, deformable: bool = False) -> None:
         super().__init__()
+        if deformable:
+            raise ValueError("BasicBlock has no deformable variant; DCN needs a Bottleneck ResNet")
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
@@ -87,10 +98,17 @@ class ResNetBackbone(nn.Module):
         blocks: residual blocks per stage.
         block: ``Bottleneck`` (ResNet-50/101) or ``BasicBlock`` (the small project backbones).
         stem_channels: width of the stem; stage ``s`` has ``stem_channels * 2**s`` planes.
+        deformable: ``deformable(stage, block, num_blocks)``: whether that block's 3x3 is a DCN
+            (``ModelConfig.uses_dcn``); None for none.
     """
 
     def __init__(
-        self, blocks: tuple[int, ...], *, block: type[nn.Module] = Bottleneck, stem_channels: int = 64
+        self,
+        blocks: tuple[int, ...],
+        *,
+        block: type[nn.Module] = Bottleneck,
+        stem_channels: int = 64,
+        deformable: Callable[[int, int, int], bool] | None = None,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList()  # registered first, as in the official state dict
@@ -101,9 +119,10 @@ class ResNetBackbone(nn.Module):
         for stage, num_blocks in enumerate(blocks):
             planes = stem_channels * 2**stage
             stride = 1 if stage == 0 else 2
-            stage_blocks = [block(in_channels, planes, stride)]
+            dcn = [bool(deformable and deformable(stage, i, num_blocks)) for i in range(num_blocks)]
+            stage_blocks = [block(in_channels, planes, stride, deformable=dcn[0])]
             in_channels = planes * block.expansion
-            stage_blocks += [block(in_channels, planes) for _ in range(num_blocks - 1)]
+            stage_blocks += [block(in_channels, planes, deformable=dcn[i]) for i in range(1, num_blocks)]
             self.layers.append(nn.Sequential(*stage_blocks))
             widths.append(in_channels)
         self.out_channels = tuple(widths[1:])
@@ -198,14 +217,14 @@ class FPN(nn.Module):
 class PredictionHead(nn.Module):
     """Shared head applied to every pyramid level: box, class and mask-coefficient convs."""
 
-    def __init__(self, num_classes: int, num_prototypes: int, channels: int) -> None:
+    def __init__(self, num_classes: int, num_prototypes: int, channels: int, num_anchors: int = 3) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
         self.upfeature = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
-        self.bbox_layer = nn.Conv2d(channels, NUM_ANCHORS * 4, 3, padding=1)
-        self.conf_layer = nn.Conv2d(channels, NUM_ANCHORS * num_classes, 3, padding=1)
-        self.mask_layer = nn.Conv2d(channels, NUM_ANCHORS * num_prototypes, 3, padding=1)
+        self.bbox_layer = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        self.conf_layer = nn.Conv2d(channels, num_anchors * num_classes, 3, padding=1)
+        self.mask_layer = nn.Conv2d(channels, num_anchors * num_prototypes, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.upfeature(x)
@@ -237,18 +256,41 @@ def _proto_net(num_prototypes: int, channels: int) -> nn.Sequential:
     )  # fmt: skip
 
 
+class FastMaskIoUNet(nn.Module):
+    """YOLACT++ mask re-scoring: cropped sigmoid masks ``[N, 1, Hp, Wp]`` -> predicted IoU per class ``[N, C]``.
+
+    Five 3x3 stride-2 convs without padding (8..128 channels), a 1x1 conv to the foreground
+    classes, each followed by ReLU, then a global max pool (the reference's ``FastMaskIoUNet``).
+    """
+
+    def __init__(self, num_foreground: int, widths: tuple[int, ...] = (8, 16, 32, 64, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 1
+        for width in widths:
+            layers += [nn.Conv2d(in_channels, width, 3, stride=2), nn.ReLU()]
+            in_channels = width
+        layers += [nn.Conv2d(in_channels, num_foreground, 1), nn.ReLU()]
+        self.maskiou_net = nn.Sequential(*layers)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        return self.maskiou_net(masks).amax(dim=(2, 3))
+
+
 class Yolact(nn.Module):
     """YOLACT for inference, built from a ``ModelConfig``.
 
     ``forward(images)`` takes normalised ``float32[B, 3, S, S]`` images (``S`` the config's input
-    size) and returns ``(loc, conf, mask, proto)`` as described in the module docstring.
+    size) and returns ``(loc, conf, mask, proto)`` as described in the module docstring. A
+    YOLACT++ config adds DCNv2 blocks to the backbone and ``maskiou_net`` (``FastMaskIoUNet``),
+    which the graph contract runs on the cropped masks of the detections.
     BatchNorm layers use their running statistics: call ``eval()`` (``build_network`` does).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         if config.backbone in RESNET_BLOCKS:
-            backbone: nn.Module = ResNetBackbone(RESNET_BLOCKS[config.backbone])
+            backbone: nn.Module = ResNetBackbone(RESNET_BLOCKS[config.backbone], deformable=config.uses_dcn)
         elif config.backbone in SMALL_RESNETS:
             blocks, stem = SMALL_RESNETS[config.backbone]
             backbone = ResNetBackbone(blocks, block=BasicBlock, stem_channels=stem)
@@ -262,8 +304,11 @@ class Yolact(nn.Module):
         self.backbone = backbone
         width = config.fpn_channels
         self.proto_net = _proto_net(config.num_prototypes, width)
+        # YOLACT++ only; registered here, where the official state dict lists it.
+        self.maskiou_net = FastMaskIoUNet(config.num_classes - 1) if config.mask_rescoring else None
         self.fpn = FPN(backbone.out_channels, width)
-        self.prediction_layers = nn.ModuleList([PredictionHead(config.num_classes, config.num_prototypes, width)])
+        head = PredictionHead(config.num_classes, config.num_prototypes, width, config.priors.anchors_per_location)
+        self.prediction_layers = nn.ModuleList([head])
         # Training-only semantic segmentation head: kept so official checkpoints load strictly.
         self.semantic_seg_conv = nn.Conv2d(width, config.num_classes - 1, 1)
 

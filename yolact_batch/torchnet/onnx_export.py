@@ -15,10 +15,11 @@ from pathlib import Path
 import torch
 
 from yolact_batch.core.configs import ModelConfig, get_config
-from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
+from yolact_batch.core.heads import INPUT_NAME, MASK_SCORES, output_names
 from yolact_batch.core.metadata import ModelMetadata
 from yolact_batch.core.settings import DetectSettings
 from yolact_batch.torchnet.checkpoint import load_checkpoint
+from yolact_batch.torchnet.deform_conv import DCN, DEFORM_CONV_OPSET, register_onnx_symbolic
 from yolact_batch.torchnet.graph import GraphHead, YolactGraph
 
 
@@ -31,7 +32,8 @@ def export_onnx(
     detect: DetectSettings = DetectSettings(),
     score_threshold: float = 0.0,
     crop_masks: bool = True,
-    opset: int = 17,
+    opset: int | None = None,
+    deform_conv: str = "onnx",
 ) -> Path:
     """Write the ONNX model for ``checkpoint_path`` to ``output_path`` and return that path.
 
@@ -44,7 +46,14 @@ def export_onnx(
             recorded as the host defaults for a ``raw`` model.
         score_threshold: ``graph`` only: valid detections score strictly above this.
         crop_masks: ``graph`` only: zero each mask outside its box.
-        opset: ONNX opset version (17 is the tested one).
+        opset: ONNX opset version; None: 17, or 19 for YOLACT++ (its deformable convs are ONNX
+            ``DeformConv`` nodes, which need opset 19, ONNX Runtime >= 1.30, TensorRT >= 10.1).
+        deform_conv: YOLACT++ only: ``"onnx"`` writes each deformable conv as one ONNX
+            ``DeformConv`` node; ``"decomposed"`` as the equivalent gathers and matmuls in standard
+            ops (opset 17; any ONNX Runtime; slower, see ``benchmarks/bench_plus.py``).
+
+    YOLACT++ exports the graph contract only: its mask re-scoring net runs on each detection's
+    cropped prototype-resolution mask, which the raw contract's heads do not carry.
     """
     import onnx  # optional dependency (the "export" extra)
 
@@ -53,16 +62,32 @@ def export_onnx(
     checkpoint_path = Path(checkpoint_path)
     output_path = Path(output_path)
     if contract == "graph":
-        head = GraphHead(config, detect, score_threshold=score_threshold, crop=crop_masks)  # validates settings
-        output_names = GRAPH_OUTPUTS
+        GraphHead.check_settings(detect)
     elif contract == "raw":
         score_threshold, crop_masks = 0.0, True
-        output_names = RAW_OUTPUTS
+        if config.mask_rescoring:
+            raise ValueError(
+                f"config {config.name!r} is YOLACT++: its mask re-scoring net runs on each detection's cropped "
+                "mask inside the model, which the raw contract cannot carry; export the graph contract "
+                "(--contract graph, the default) instead"
+            )
     else:
         raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
-
+    if deform_conv not in ("onnx", "decomposed"):
+        raise ValueError(f"deform_conv must be 'onnx' or 'decomposed', got {deform_conv!r}")
+    opset = _opset(config, opset, decomposed=deform_conv == "decomposed")
+    names = output_names(contract, config.mask_rescoring)
     network = load_checkpoint(checkpoint_path, config)
-    module = YolactGraph(network, head).eval() if contract == "graph" else network
+    for layer in network.modules():
+        if isinstance(layer, DCN):
+            layer.decompose = deform_conv == "decomposed"
+    if contract == "graph":
+        head = GraphHead(
+            config, detect, score_threshold=score_threshold, crop=crop_masks, maskiou_net=network.maskiou_net
+        )
+        module = YolactGraph(network, head).eval()
+    else:
+        module = network
     metadata = ModelMetadata(
         config=config,
         contract=contract,
@@ -76,6 +101,7 @@ def export_onnx(
     partial = output_path.with_name(output_path.name + ".partial")
     dummy = torch.zeros(1, 3, config.input_size, config.input_size)
     try:
+        register_onnx_symbolic()
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notices
             torch.onnx.export(
@@ -84,8 +110,8 @@ def export_onnx(
                 str(partial),
                 dynamo=False,
                 input_names=[INPUT_NAME],
-                output_names=list(output_names),
-                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *output_names)},
+                output_names=list(names),
+                dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *names)},
                 opset_version=opset,
                 do_constant_folding=True,
             )
@@ -103,6 +129,18 @@ def export_onnx(
     return output_path
 
 
+def _opset(config: ModelConfig, opset: int | None, *, decomposed: bool) -> int:
+    """The opset to export with: 17 by default, at least 19 (``DeformConv``) for deformable convs."""
+    if not any(config.dcn_layers) or decomposed:
+        return 17 if opset is None else opset
+    if opset is not None and opset < DEFORM_CONV_OPSET:
+        raise ValueError(
+            f"config {config.name!r} has deformable convs, exported as ONNX DeformConv, which needs opset "
+            f">= {DEFORM_CONV_OPSET}; got opset {opset}"
+        )
+    return DEFORM_CONV_OPSET if opset is None else opset
+
+
 def _output_shapes(config: ModelConfig, contract: str, detect: DetectSettings) -> dict[str, tuple]:
     """Output shapes with every axis but the batch one static (the tracer leaves some symbolic)."""
     side, m = config.proto_size, config.num_prototypes
@@ -110,7 +148,10 @@ def _output_shapes(config: ModelConfig, contract: str, detect: DetectSettings) -
         p = config.priors.num_priors
         return {"loc": (p, 4), "conf": (p, config.num_classes), "mask": (p, m), "proto": (side, side, m)}
     k = detect.max_detections
-    return {"boxes": (k, 4), "scores": (k,), "classes": (k,), "masks": (k, side, side), "num_detections": ()}
+    shapes = {"boxes": (k, 4), "scores": (k,), "classes": (k,), "masks": (k, side, side), "num_detections": ()}
+    if config.mask_rescoring:
+        shapes[MASK_SCORES] = (k,)
+    return shapes
 
 
 def _declare_output_shapes(model, shapes: dict[str, tuple]) -> None:
