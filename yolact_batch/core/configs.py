@@ -25,27 +25,50 @@ class PriorConfig:
     Attributes:
         input_size: side of the square network input in pixels (550 for yolact_base).
         conv_sizes: side of each prediction feature map, finest first (69, 35, 18, 9, 5 at 550).
-        scales: anchor scale in input pixels, one per level.
+        scales: anchor scales in input pixels, a tuple per level (the reference's
+            ``pred_scales``: ``((24.0,), (48.0,), ...)`` for YOLACT, three per level for
+            YOLACT++). Every level has the same number, since one head serves all levels. The
+            flat form of one int per level (``(24, 48, ...)``, older metadata) is accepted and
+            normalised to one-element tuples.
         aspect_ratios: aspect ratios used at every level, in prior order.
-        square: keep ``h = w`` (the reference's backward-compatible square anchors).
+        square: keep ``h = w`` (the reference's backward-compatible square anchors; YOLACT++
+            sets ``use_square_anchors = False``).
+
+    Prior order is level -> y -> x -> scale -> aspect ratio.
     """
 
     input_size: int
     conv_sizes: tuple[int, ...]
-    scales: tuple[int, ...]
+    scales: tuple[tuple[float, ...], ...]
     aspect_ratios: tuple[float, ...] = _ASPECT_RATIOS
     square: bool = True
 
     def __post_init__(self) -> None:
-        if len(self.conv_sizes) != len(self.scales):
+        scales = tuple(
+            (float(level),) if isinstance(level, (int, float)) else tuple(float(s) for s in level)
+            for level in self.scales
+        )
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
+        if len(self.conv_sizes) != len(scales):
             raise ValueError(
-                f"PriorConfig needs one scale per level: got {len(self.scales)} scales "
-                f"for {len(self.conv_sizes)} conv sizes"
+                f"PriorConfig needs one tuple of scales per level: got {len(scales)} for "
+                f"{len(self.conv_sizes)} conv sizes"
+            )
+        if len({len(level) for level in scales}) > 1 or not scales[0] or not self.aspect_ratios:
+            raise ValueError(
+                "PriorConfig: every level needs the same, non-zero number of scales (one head serves all levels), "
+                f"got scales {scales} and aspect ratios {self.aspect_ratios}"
             )
 
     @property
+    def anchors_per_location(self) -> int:
+        """Scales times aspect ratios (3 for YOLACT, 9 for YOLACT++)."""
+        return len(self.scales[0]) * len(self.aspect_ratios)
+
+    @property
     def num_priors(self) -> int:
-        return sum(s * s for s in self.conv_sizes) * len(self.aspect_ratios)
+        return sum(s * s for s in self.conv_sizes) * self.anchors_per_location
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,13 @@ class ModelConfig:
             (``x / 255``, the reference's DarkNet transform).
         fpn_channels: width of the FPN, ProtoNet and prediction head (256 for every official
             config; small project models use fewer).
+        dcn_layers: per ResNet stage, the reference's ``dcn_layers``: how many of the stage's last
+            bottlenecks use a modulated deformable 3x3 conv (DCNv2); ``(0, 0, 0, 0)`` is plain
+            YOLACT, ``(0, 4, 6, 3)`` YOLACT++ R50. See ``uses_dcn``.
+        dcn_interval: the reference's ``dcn_interval``: of those, only every n-th block
+            (by index within the stage) is deformable (3 for yolact_plus_base).
+        mask_rescoring: the model has the FastMaskIoUNet (YOLACT++): each detection gets a
+            mask score ``box score * predicted mask IoU`` besides its box score.
     """
 
     name: str
@@ -77,8 +107,19 @@ class ModelConfig:
     std_bgr: tuple[float, float, float] = STD_BGR
     normalize: str = "mean_std"
     fpn_channels: int = 256
+    dcn_layers: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dcn_interval: int = 1
+    mask_rescoring: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "dcn_layers", tuple(int(n) for n in self.dcn_layers))
+        if len(self.dcn_layers) != 4 or min(self.dcn_layers) < 0 or self.dcn_interval < 1:
+            raise ValueError(
+                f"ModelConfig {self.name!r}: dcn_layers must be 4 counts >= 0 and dcn_interval >= 1, "
+                f"got {self.dcn_layers} and {self.dcn_interval}"
+            )
+        if any(self.dcn_layers) and not self.backbone.startswith("resnet"):
+            raise ValueError(f"ModelConfig {self.name!r}: dcn_layers needs a ResNet backbone, got {self.backbone!r}")
         if self.fpn_channels < 1:
             raise ValueError(f"ModelConfig.fpn_channels must be >= 1, got {self.fpn_channels}")
         if self.normalize not in ("mean_std", "unit"):
@@ -94,6 +135,20 @@ class ModelConfig:
     @property
     def input_size(self) -> int:
         return self.priors.input_size
+
+    @property
+    def is_plus(self) -> bool:
+        """YOLACT++: deformable convs or mask re-scoring."""
+        return any(self.dcn_layers) or self.mask_rescoring
+
+    def uses_dcn(self, stage: int, block: int, num_blocks: int) -> bool:
+        """Whether ``backbone.layers.<stage>.<block>`` is deformable (the reference's
+        ``ResNetBackbone._make_layer``: block 0 iff ``dcn_layers >= num_blocks``, block ``i >= 1``
+        iff ``i + dcn_layers >= num_blocks`` and ``i % dcn_interval == 0``)."""
+        n = self.dcn_layers[stage]
+        if block == 0:
+            return n >= num_blocks
+        return block + n >= num_blocks and block % self.dcn_interval == 0
 
     @property
     def num_classes(self) -> int:
@@ -127,7 +182,7 @@ def scaled_priors(input_size: int) -> PriorConfig:
     Scales are the yolact_base pixel scales rescaled from 550 and truncated to int, as the
     reference does for im400 / im700.
     """
-    scales = tuple(int(s / 550 * input_size) for s in _BASE_SCALES)
+    scales = tuple((int(s / 550 * input_size),) for s in _BASE_SCALES)
     return PriorConfig(input_size=input_size, conv_sizes=feature_map_sizes(input_size), scales=scales)
 
 

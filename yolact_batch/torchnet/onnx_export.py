@@ -14,17 +14,18 @@ from pathlib import Path
 
 import torch
 
-from yolact_batch.core.configs import ModelConfig, get_config
+from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
 from yolact_batch.core.metadata import ModelMetadata
 from yolact_batch.core.settings import DetectSettings
 from yolact_batch.torchnet.checkpoint import load_checkpoint
+from yolact_batch.torchnet.config_from_weights import config_for_checkpoint
 from yolact_batch.torchnet.graph import GraphHead, YolactGraph
 
 
 def export_onnx(
     checkpoint_path: str | Path,
-    config: str | ModelConfig,
+    config: str | ModelConfig | None,
     output_path: str | Path,
     *,
     contract: str = "graph",
@@ -37,7 +38,9 @@ def export_onnx(
 
     Args:
         checkpoint_path: official-layout ``.pth`` state dict.
-        config: an official config name (``yolact_base``...) or a ``ModelConfig``.
+        config: a ``ModelConfig`` (used as it is), an official config name (``yolact_base``...:
+            checked against the weights) or None (the config the weights determine, official
+            defaults for the rest; see ``config_from_weights``).
         output_path: where to write the ``.onnx`` file (replaced atomically).
         contract: ``"raw"`` (loc, conf, mask, proto out) or ``"graph"`` (detections out).
         detect: NMS settings baked into a ``graph`` model (``method`` must be ``"fast"``);
@@ -48,8 +51,8 @@ def export_onnx(
     """
     import onnx  # optional dependency (the "export" extra)
 
-    if isinstance(config, str):
-        config = get_config(config)
+    if not isinstance(config, ModelConfig):
+        config = config_for_checkpoint(checkpoint_path, config_name=config).config
     checkpoint_path = Path(checkpoint_path)
     output_path = Path(output_path)
     if contract == "graph":

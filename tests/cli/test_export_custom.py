@@ -1,0 +1,117 @@
+"""Acceptance: a custom-trained checkpoint (its own classes, category ids not 1..N) from the command
+line: `export` with no --config and --class-names instances.json, then `segment` (real local Ray),
+`evaluate` against that JSON and `export-coco`; the JSON's ids and names are used all the way."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GOLDEN_IDS, golden_image_bytes
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("ray")
+BIN = Path(sys.executable).parent
+# Our classes: (COCO id in the golden checkpoint, our id, our name). Ids ascend with the order
+# kept, since a COCO JSON's categories are taken in id order.
+KEPT = ((1, 5, "walker"), (3, 17, "vehicle"), (47, 99, "mug"))
+
+
+def keep_classes(state: dict, coco_ids: list[int], all_coco_ids: tuple[int, ...]) -> dict:
+    """A copy of an 81-class dbolya state dict that predicts only ``coco_ids`` (plus background).
+
+    The conf layer's output channels are laid out ``[anchor][class]``: keep background and the
+    kept classes of every anchor. The training-only semantic head has one channel per class.
+    """
+    fg = [all_coco_ids.index(c) for c in coco_ids]
+    conf = state["prediction_layers.0.conf_layer.weight"]
+    anchors = state["prediction_layers.0.bbox_layer.weight"].shape[0] // 4
+    per = conf.shape[0] // anchors
+    rows = [a * per + c for a in range(anchors) for c in [0, *(f + 1 for f in fg)]]
+    out = dict(state)
+    for key in ("prediction_layers.0.conf_layer.weight", "prediction_layers.0.conf_layer.bias"):
+        out[key] = state[key][rows].clone()
+    for key in ("semantic_seg_conv.weight", "semantic_seg_conv.bias"):
+        out[key] = state[key][fg].clone()
+    return out
+
+
+def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(BIN / "yolact-batch"), *args], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def custom(golden_checkpoint, coco_subset, tmp_path_factory):
+    """(folder, checkpoint, instances.json, exported model, export stderr), built once."""
+    from yolact_batch.core.coco import COCO_CATEGORY_IDS
+
+    folder = tmp_path_factory.mktemp("custom")
+    state = torch.load(golden_checkpoint("yolact_resnet50"), map_location="cpu", weights_only=True)
+    checkpoint = folder / "yolact_resnet50_mydata_12_3000.pth"
+    torch.save(keep_classes(state, [c for c, _, _ in KEPT], COCO_CATEGORY_IDS), checkpoint)
+
+    coco = json.loads((coco_subset / "annotations" / "instances_val2017_subset.json").read_text())
+    ids = set(GOLDEN_IDS["yolact_resnet50"])
+    renumber = {coco_id: ours for coco_id, ours, _ in KEPT}
+    images_dir = folder / "images"
+    images_dir.mkdir()
+    images = [im for im in coco["images"] if im["id"] in ids]
+    for im in images:
+        (images_dir / im["file_name"]).write_bytes(golden_image_bytes(im["id"]))
+    annotations = [
+        {**a, "category_id": renumber[a["category_id"]]}
+        for a in coco["annotations"]
+        if a["image_id"] in ids and a["category_id"] in renumber
+    ]
+    categories = [{"id": ours, "name": name, "supercategory": "thing"} for _, ours, name in reversed(KEPT)]
+    instances = folder / "instances.json"
+    instances.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+    model = folder / "custom.onnx"
+    result = _run("export", "--checkpoint", str(checkpoint), "-o", str(model), "--class-names", str(instances))
+    return folder, instances, model, result.stderr
+
+
+def test_export_prints_the_config_it_used(custom):
+    _, instances, _, stderr = custom
+    assert "backbone       ResNet-50   [weights]" in stderr
+    assert f"3 + background: walker, vehicle, mug (ids [5, 17, 99])   [{instances}]" in stderr
+    assert "name           yolact_resnet50_mydata_12_3000" in stderr
+
+
+def test_segment_evaluate_export_coco_use_the_json_ids(custom):
+    folder, instances, model, _ = custom
+    out = folder / "out"
+    _run("segment", "--input", str(folder / "images"), "--model", str(model), "--output", str(out),
+         "--batch-size", "2", "--commit-size", "2")  # fmt: skip
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out / "predictions").to_pylist()
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
+    found = Counter((i["category_id"], i["category"]) for r in rows for i in r["instances"])
+    assert set(found) == {(ours, name) for _, ours, name in KEPT}, found
+
+    report = folder / "report"
+    _run("evaluate", "--predictions", str(out), "--ground-truth", str(instances), "-o", str(report), "--no-plots")
+    with open(report / "per_class_ap.csv") as f:
+        per_class = {int(c["category_id"]): c for c in csv.DictReader(f)}
+    assert set(per_class) == {5, 17, 99}
+    for (category, name), count in found.items():  # a wrong id would count 0 detections here
+        assert per_class[category]["category"] == name and int(per_class[category]["detections"]) == count
+
+    results = folder / "results.json"
+    _run("export-coco", "results", "--predictions", str(out), "-o", str(results))
+    entries = json.loads(results.read_text())
+    assert {e["category_id"] for e in entries} == {5, 17, 99}
+    dataset = folder / "dataset.json"
+    _run("export-coco", "dataset", "--predictions", str(out), "-o", str(dataset))
+    cats = json.loads(dataset.read_text())["categories"]
+    assert [(c["id"], c["name"]) for c in cats] == [(ours, name) for _, ours, name in KEPT]
