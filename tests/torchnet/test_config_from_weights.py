@@ -11,7 +11,7 @@ from yolact_batch.core.configs import OFFICIAL_CONFIGS, get_config  # noqa: E402
 from yolact_batch.core.overrides import ConfigOverrides, parse_overrides  # noqa: E402
 from yolact_batch.core.priors import make_priors  # noqa: E402
 from yolact_batch.torchnet.checkpoint_layout import read_layout  # noqa: E402
-from yolact_batch.torchnet.config_from_weights import resolve_config  # noqa: E402
+from yolact_batch.torchnet.config_from_weights import config_for_checkpoint, resolve_config  # noqa: E402
 from yolact_batch.torchnet.network import Yolact  # noqa: E402
 
 # What a checkpoint of each official config resolves to without --config: the input size and
@@ -161,3 +161,12 @@ def test_describe_is_one_block():
     text = resolve_config(_custom_layout(80)).describe()
     assert text.startswith("config:\n  name ") and "ResNet-50" in text and "19248 (3 per location)" in text
     assert "80 + background: person, bicycle" in text
+
+
+@pytest.mark.parametrize("name", ["yolact_resnet50", "yolact_base"])
+def test_golden_checkpoints_resolve_to_their_official_config(golden_checkpoint, name):
+    # The exporter builds the network and metadata from the config alone, so the same config
+    # means the same ONNX model: the golden export tests (made with --config) cover both paths.
+    path = golden_checkpoint(name)
+    assert config_for_checkpoint(path).config == get_config(name)
+    assert config_for_checkpoint(path, config_name=name).config == get_config(name)
