@@ -10,8 +10,9 @@ torch = pytest.importorskip("torch")
 from yolact_batch.core.configs import OFFICIAL_CONFIGS, get_config  # noqa: E402
 from yolact_batch.core.overrides import ConfigOverrides, parse_overrides  # noqa: E402
 from yolact_batch.core.priors import make_priors  # noqa: E402
+from yolact_batch.torchnet.checkpoint import config_for_checkpoint  # noqa: E402
 from yolact_batch.torchnet.checkpoint_layout import read_layout  # noqa: E402
-from yolact_batch.torchnet.config_from_weights import config_for_checkpoint, resolve_config  # noqa: E402
+from yolact_batch.torchnet.config_from_weights import resolve_config  # noqa: E402
 from yolact_batch.torchnet.network import Yolact  # noqa: E402
 
 # What a checkpoint of each official config resolves to without --config: the input size and

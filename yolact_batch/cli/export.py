@@ -37,7 +37,7 @@ def add_command(subparsers) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from yolact_batch.torchnet.config_from_weights import config_for_checkpoint
+        from yolact_batch.torchnet.checkpoint import config_for_checkpoint
         from yolact_batch.torchnet.onnx_export import export_onnx
     except ImportError as exc:
         raise SystemExit(f"error: export needs torch and onnx: pip install 'yolact-batch[export]' ({exc})") from None

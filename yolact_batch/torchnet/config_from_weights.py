@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from yolact_batch.core.configs import OFFICIAL_CONFIGS, ModelConfig, PriorConfig, feature_map_sizes, get_config
 from yolact_batch.core.overrides import ConfigOverrides
@@ -20,11 +19,10 @@ from yolact_batch.torchnet.checkpoint_layout import (
     CheckpointLayout,
     dcn_blocks,
     describe_backbone,
-    read_layout,
 )
 
 # The official config whose geometry and classes a checkpoint with this network defaults to.
-_DEFAULT_CONFIG = {
+DEFAULT_CONFIG = {
     ("resnet101", False): "yolact_base",
     ("resnet50", False): "yolact_resnet50",
     ("darknet53", False): "yolact_darknet53",
@@ -107,7 +105,7 @@ def resolve_config(
         ValueError: the weights disagree with ``config_name``, the overrides or the class count;
             the message names both sides and the fix.
     """
-    base_name = config_name or _DEFAULT_CONFIG[layout.backbone, layout.is_plus]
+    base_name = config_name or DEFAULT_CONFIG[layout.backbone, layout.is_plus]
     if base_name not in OFFICIAL_CONFIGS:
         raise ValueError(
             f"the checkpoint has a {_network(layout)} network, whose default config {base_name!r} this "
@@ -252,32 +250,3 @@ def _classes(
         raise ValueError(f"{origin} names {len(names)} classes but the checkpoint predicts {wanted} (+ background)")
     sources["classes"] = origin
     return tuple(names), tuple(ids) if ids is not None else tuple(range(1, len(names) + 1))
-
-
-def config_for_checkpoint(
-    path: str | Path,
-    *,
-    config_name: str | None = None,
-    overrides: ConfigOverrides = ConfigOverrides(),
-    class_names: tuple[str, ...] | None = None,
-    category_ids: tuple[int, ...] | None = None,
-    class_origin: str = "--class-names",
-) -> ResolvedConfig:
-    """``resolve_config`` for the checkpoint file at ``path`` (named after the file when custom).
-
-    Raises:
-        FileNotFoundError, ValueError: as ``checkpoint.read_state_dict`` and ``resolve_config``;
-            every message starts with the file name.
-    """
-    from yolact_batch.torchnet.checkpoint import drop_legacy_keys, read_state_dict  # torch
-
-    path = Path(path)
-    state = drop_legacy_keys(read_state_dict(path))
-    layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, str(path))
-    try:
-        return resolve_config(
-            layout, config_name=config_name, overrides=overrides, class_names=class_names,
-            category_ids=category_ids, class_origin=class_origin, name=path.stem,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc

@@ -18,8 +18,7 @@ from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.heads import GRAPH_OUTPUTS, INPUT_NAME, RAW_OUTPUTS
 from yolact_batch.core.metadata import ModelMetadata
 from yolact_batch.core.settings import DetectSettings
-from yolact_batch.torchnet.checkpoint import load_checkpoint
-from yolact_batch.torchnet.config_from_weights import config_for_checkpoint
+from yolact_batch.torchnet.checkpoint import config_for_checkpoint, load_checkpoint
 from yolact_batch.torchnet.graph import GraphHead, YolactGraph
 
 
