@@ -79,7 +79,8 @@ def test_pascal_layout_from_overrides():
         np.testing.assert_allclose(
             level0[5, 7, a], [7.5 / 69, 5.5 / 69, 32 * r**0.5 / 550, 32 / r**0.5 / 550], rtol=1e-6
         )
-    assert resolved.sources["anchors"] == "pascal.json + default (yolact_resnet50)"
+    assert resolved.sources["anchor scales"] == "pascal.json"
+    assert resolved.sources["aspect ratios"] == "pascal.json + default (yolact_resnet50)"
     assert resolved.sources["classes"] == "--class-names"
 
 
@@ -143,7 +144,8 @@ def test_conflicting_config_names_both(weights, config, message):
 def test_anchor_count_must_match_the_weights():
     o = ConfigOverrides(scales=((24.0, 30.0),) * 5, origin="o.json")
     with pytest.raises(
-        ValueError, match=r"checkpoint has 3 anchors per location but o.json \+ default \(yolact_resnet50\) gives 2"
+        ValueError,
+        match=r"checkpoint has 3 anchors per location but o.json \(scales\) and default \(yolact_resnet50\) \(aspect ratios\) gives 2",
     ):
         resolve_config(_custom_layout(80), overrides=o)
     o = ConfigOverrides(scales=((24.0,),) * 4, origin="o.json")
@@ -171,3 +173,17 @@ def test_golden_checkpoints_resolve_to_their_official_config(golden_checkpoint, 
     path = golden_checkpoint(name)
     assert config_for_checkpoint(path).config == get_config(name)
     assert config_for_checkpoint(path, config_name=name).config == get_config(name)
+
+
+def test_custom_config_round_trips_through_model_metadata():
+    from yolact_batch.core.metadata import ModelMetadata
+
+    pascal = parse_overrides(
+        {"max_size": 512, "backbone": {"pred_scales": [[32], [64], [128], [256], [512]], "use_square_anchors": False}}
+    )
+    config = resolve_config(
+        _custom_layout(3), overrides=pascal, class_names=("a", "b", "c"), category_ids=(5, 17, 99)
+    ).config
+    meta = ModelMetadata(config=config, contract="raw")
+    back = ModelMetadata.from_onnx_props(meta.to_onnx_props(), origin="t")
+    assert back == meta and back.config.category_ids == (5, 17, 99) and back.config.priors.square is False

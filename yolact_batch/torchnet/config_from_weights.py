@@ -54,10 +54,14 @@ class ResolvedConfig:
         c, p = self.config, self.config.priors
         names = ", ".join(c.class_names[:6]) + (", ..." if len(c.class_names) > 6 else "")
         ids = list(c.category_ids)
-        id_text = f"ids {ids}" if len(ids) <= 8 else f"ids {ids[:4]} ... {ids[-2:]}"
+        if ids == list(range(1, len(ids) + 1)):
+            id_text = f"ids 1..{len(ids)}"
+        else:
+            id_text = f"ids {ids}" if len(ids) <= 8 else f"ids {ids[:4]} ... {ids[-2:]}"
         plus = [f"deformable convs {list(c.dcn_layers)} interval {c.dcn_interval}"] if any(c.dcn_layers) else []
         plus += ["mask re-scoring"] if c.mask_rescoring else []
         scales = [list(level) for level in p.scales]
+        square = "square anchors" if p.square else "rectangular anchors"
         rows = [
             ("name", c.name, ""),
             ("backbone", describe_backbone(c.backbone), "weights"),
@@ -66,12 +70,8 @@ class ResolvedConfig:
             ("prototypes", str(c.num_prototypes), "weights"),
             ("FPN width", str(c.fpn_channels), "weights"),
             ("input size", f"{c.input_size} x {c.input_size}, normalise {c.normalize}", self.sources["input size"]),
-            ("anchor scales", f"{scales}", self.sources["anchors"]),
-            (
-                "aspect ratios",
-                f"{list(p.aspect_ratios)}, {'square' if p.square else 'rectangular'} anchors",
-                self.sources["anchors"],
-            ),
+            ("anchor scales", f"{scales}", self.sources["anchor scales"]),
+            ("aspect ratios", f"{list(p.aspect_ratios)}, {square}", self.sources["aspect ratios"]),
             ("priors", f"{p.num_priors} ({len(p.scales[0]) * len(p.aspect_ratios)} per location)", ""),
         ]
         width = max(len(r[0]) for r in rows)
@@ -115,7 +115,7 @@ def resolve_config(
     given = f"--config {config_name}" if config_name else f"default ({base_name})"
     if config_name:
         _check_named(layout, base)
-    sources = {"input size": given, "anchors": given, "classes": given}
+    sources = {"input size": given, "anchor scales": given, "aspect ratios": given, "classes": given}
     priors, notes = _priors(layout, base, overrides, given, sources)
     names, ids = _classes(layout, base, overrides, class_names, category_ids, class_origin, given, sources)
     if overrides.mask_rescoring is not None and overrides.mask_rescoring != layout.mask_rescoring:
@@ -189,20 +189,24 @@ def _priors(
     square = o.square_anchors if o.square_anchors is not None else p.square
     if o.input_size is not None:
         sources["input size"] = o.origin
-    if (o.scales, o.aspect_ratios, o.square_anchors) != (None, None, None):
-        sources["anchors"] = (
-            f"{o.origin} + {given}" if None in (o.scales, o.aspect_ratios, o.square_anchors) else o.origin
-        )
+    if o.scales is not None:
+        sources["anchor scales"] = o.origin
+    if (o.aspect_ratios, o.square_anchors) != (None, None):
+        both = None not in (o.aspect_ratios, o.square_anchors)
+        sources["aspect ratios"] = o.origin if both else f"{o.origin} + {given}"
+    anchors = sources["anchor scales"]
+    if sources["aspect ratios"] != anchors:
+        anchors = f"{anchors} (scales) and {sources['aspect ratios']} (aspect ratios)"
     conv_sizes = feature_map_sizes(size)
     if len(scales) != len(conv_sizes):
         raise ValueError(
-            f"backbone.pred_scales from {sources['anchors']} has {len(scales)} levels but the network predicts "
+            f"backbone.pred_scales from {sources['anchor scales']} has {len(scales)} levels but the network predicts "
             f"on {len(conv_sizes)} (P3..P7): give one list of scales per level"
         )
     per_location = len(scales[0]) * len(ratios)
     if per_location != layout.anchors_per_location:
         raise ValueError(
-            f"checkpoint has {layout.anchors_per_location} anchors per location but {sources['anchors']} gives "
+            f"checkpoint has {layout.anchors_per_location} anchors per location but {anchors} gives "
             f"{len(scales[0])} scale(s) x {len(ratios)} aspect ratio(s) = {per_location}: set backbone.pred_scales "
             "and backbone.pred_aspect_ratios in --overrides to the ones the model was trained with"
         )
