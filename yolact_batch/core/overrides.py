@@ -28,6 +28,7 @@ FIXED = {
     "backbone.preapply_sqrt": (False, "aspect ratios are square-rooted when the priors are made"),
     "preserve_aspect_ratio": (False, "images are resized to max_size x max_size, as in every official config"),
     "eval_mask_branch": (True, "the exported model always predicts masks"),
+    "rescore_bbox": (False, "box results keep the Detect score, as the reference's evaluation writes them"),
     "mask_proto_debug": (False, "a reference debugging switch"),
 }
 # Training-only keys of the reference's config (prefixes end with "_" or "."): warned, ignored.
@@ -48,7 +49,7 @@ LAYOUT = (
     "backbone.type", "backbone.args", "backbone.selected_layers", "backbone.transform", "fpn", "fpn.",
     "mask_type", "mask_proto_net", "mask_proto_src", "mask_dim", "mask_proto_bias", "share_prediction_module",
     "extra_head_net", "head_layer_params", "extra_layers", "maskiou_net", "mask_proto_prototype_activation",
-    "mask_proto_mask_activation", "mask_proto_coeff_activation",
+    "mask_proto_mask_activation", "mask_proto_coeff_activation", "rescore_mask",
 )  # fmt: skip
 # Reference detect keys -> DetectSettings fields (export-time defaults of the model).
 DETECT_KEYS = {
