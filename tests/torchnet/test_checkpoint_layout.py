@@ -146,3 +146,16 @@ def test_per_level_heads_are_refused(golden_dir):
     shapes["prediction_layers.1.conf_layer.weight"] = (243, 256, 3, 3)
     with pytest.raises(ValueError, match="share_prediction_module=False"):
         read_layout(shapes, "x")
+
+
+def test_other_fpn_depth_is_refused(golden_dir):
+    shapes = _layout_json(golden_dir, "yolact_state_dict_layout.json", "yolact_resnet50")
+    del shapes["fpn.downsample_layers.1.weight"], shapes["fpn.downsample_layers.1.bias"]
+    with pytest.raises(ValueError, match="an FPN with 1 extra downsampled levels is not supported"):
+        read_layout(shapes, "x")
+
+
+def test_data_parallel_prefix_is_named(golden_dir):
+    shapes = _layout_json(golden_dir, "yolact_state_dict_layout.json", "yolact_resnet50")
+    with pytest.raises(NotYolactError, match="saved from DataParallel: re-save it without the 'module.' prefix"):
+        read_layout({"module." + k: v for k, v in shapes.items()}, "x")

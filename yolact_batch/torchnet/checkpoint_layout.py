@@ -41,7 +41,6 @@ _REQUIRED = (
 _FAMILIES = (
     (("rpn.", "roi_heads."), "a torchvision Mask R-CNN / Faster R-CNN (rpn.*, roi_heads.*)"),
     (("proposal_generator.", "roi_heads."), "a detectron2 R-CNN (proposal_generator.*, roi_heads.*)"),
-    (("model.", "head."), "an Ultralytics / YOLO model"),
 )
 _BLOCK_KEY = re.compile(r"^backbone\.layers\.(\d+)\.(\d+)\.")
 _SHOWN = 5
@@ -134,6 +133,12 @@ def read_layout(shapes: Shapes, origin: str) -> CheckpointLayout:
             f"{origin}: ProtoNet makes {proto_out} prototypes but the head predicts {num_prototypes} coefficients "
             "per prior; the checkpoint is inconsistent"
         )
+    downsample = {k.split(".")[2] for k in shapes if k.startswith("fpn.downsample_layers.")}
+    if len(downsample) != 2:
+        raise ValueError(
+            f"{origin}: an FPN with {len(downsample)} extra downsampled levels is not supported; every official "
+            "config has 2 (P6 and P7: fpn num_downsample=2, use_conv_downsample=True)"
+        )
     mask_rescoring = any(k.startswith("maskiou_net.") for k in shapes)
     if mask_rescoring:
         scored = shapes[_last_conv(shapes, "maskiou_net.maskiou_net.")][0]
@@ -159,6 +164,8 @@ def _not_yolact(shapes: Shapes, origin: str, missing: list[str]) -> str:
     looks = next(
         (what for prefixes, what in _FAMILIES if all(any(k.startswith(p) for k in shapes) for p in prefixes)), None
     )
+    if shapes and all(k.startswith("module.") for k in shapes):
+        looks = "a YOLACT saved from DataParallel: re-save it without the 'module.' prefix of every key"
     return (
         f"{origin}: not a YOLACT checkpoint: it has no {', '.join(missing[:_SHOWN])} weights"
         + (f"; it looks like {looks}" if looks else f" (first keys: {list(shapes)[:_SHOWN]})")
