@@ -60,7 +60,7 @@ class ResolvedConfig:
             id_text = f"ids {ids}" if len(ids) <= 8 else f"ids {ids[:4]} ... {ids[-2:]}"
         plus = [f"deformable convs {list(c.dcn_layers)} interval {c.dcn_interval}"] if any(c.dcn_layers) else []
         plus += ["mask re-scoring"] if c.mask_rescoring else []
-        scales = [list(level) for level in p.scales]
+        scales = "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in level) + "]" for level in p.scales) + "]"
         square = "square anchors" if p.square else "rectangular anchors"
         rows = [
             ("name", c.name, ""),
@@ -70,7 +70,7 @@ class ResolvedConfig:
             ("prototypes", str(c.num_prototypes), "weights"),
             ("FPN width", str(c.fpn_channels), "weights"),
             ("input size", f"{c.input_size} x {c.input_size}, normalise {c.normalize}", self.sources["input size"]),
-            ("anchor scales", f"{scales}", self.sources["anchor scales"]),
+            ("anchor scales", scales, self.sources["anchor scales"]),
             ("aspect ratios", f"{list(p.aspect_ratios)}, {square}", self.sources["aspect ratios"]),
             ("priors", f"{p.num_priors} ({len(p.scales[0]) * len(p.aspect_ratios)} per location)", ""),
         ]

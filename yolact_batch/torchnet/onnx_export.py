@@ -50,6 +50,8 @@ def export_onnx(
     """
     import onnx  # optional dependency (the "export" extra)
 
+    if contract not in ("graph", "raw"):
+        raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
     if not isinstance(config, ModelConfig):
         config = config_for_checkpoint(checkpoint_path, config_name=config).config
     checkpoint_path = Path(checkpoint_path)
@@ -57,11 +59,9 @@ def export_onnx(
     if contract == "graph":
         head = GraphHead(config, detect, score_threshold=score_threshold, crop=crop_masks)  # validates settings
         output_names = GRAPH_OUTPUTS
-    elif contract == "raw":
+    else:
         score_threshold, crop_masks = 0.0, True
         output_names = RAW_OUTPUTS
-    else:
-        raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
 
     network = load_checkpoint(checkpoint_path, config)
     module = YolactGraph(network, head).eval() if contract == "graph" else network
