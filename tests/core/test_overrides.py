@@ -7,6 +7,7 @@ import json
 import pytest
 
 from yolact_batch.core.overrides import ConfigOverrides, parse_overrides, read_overrides
+from yolact_batch.core.settings import DetectSettings
 
 # yolact_resnet50_pascal_config's eval-time part (dbolya/yolact data/config.py), as a user copies it.
 PASCAL = {
@@ -121,3 +122,10 @@ def test_merged_flags_win_only_without_conflict():
     assert file.merged(ConfigOverrides(input_size=512, origin="--input-size")).input_size == 512
     with pytest.raises(ValueError, match="f.json sets input_size = 512 but --input-size sets 640"):
         file.merged(ConfigOverrides(input_size=640, origin="--input-size"))
+
+
+def test_detect_settings_flags_over_file_over_reference():
+    o = parse_overrides({"nms_top_k": 50, "nms_thresh": 0.7}, origin="f.json")
+    got = o.detect_settings(top_k=20, iou_threshold=None, conf_threshold=None, cross_class_nms=None)
+    assert (got.top_k, got.iou_threshold, got.conf_threshold, got.max_detections) == (20, 0.7, 0.05, 100)
+    assert ConfigOverrides().detect_settings() == DetectSettings()

@@ -42,7 +42,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SystemExit(f"error: export needs torch and onnx: pip install 'yolact-batch[export]' ({exc})") from None
     from yolact_batch.core.overrides import ConfigOverrides, read_overrides
-    from yolact_batch.core.settings import DetectSettings
     from yolact_batch.io.class_names import read_class_names
 
     overrides = read_overrides(args.overrides) if args.overrides else ConfigOverrides()
@@ -57,9 +56,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         class_origin=classes.origin if classes else "--class-names",
     )  # fmt: skip
     print(f"export: {args.checkpoint}\n{resolved.describe()}", file=sys.stderr)
-    # Flags win over the overrides file's nms_* keys, which win over the reference defaults.
-    flags = {k: getattr(args, k) for k in _DETECT_FLAGS if getattr(args, k) is not None}
-    detect = DetectSettings(**{**overrides.detect, **flags})
+    detect = overrides.detect_settings(**{k: getattr(args, k) for k in _DETECT_FLAGS})
     start = time.perf_counter()
     path = export_onnx(
         args.checkpoint, resolved.config, args.output,

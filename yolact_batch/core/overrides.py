@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from yolact_batch.core.settings import DetectSettings
+
 # Keys whose one supported value is the official one: any other value is refused with the reason.
 FIXED = {
     "backbone.use_pixel_scales": (True, "anchor scales are in input pixels in every official config"),
@@ -93,6 +95,11 @@ class ConfigOverrides:
     detect: Mapping[str, float | int] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
     origin: str = "overrides"
+
+    def detect_settings(self, **flags: float | int | bool | None) -> DetectSettings:
+        """The model's detect defaults: ``flags`` (None = not given) over ``detect`` over the reference's."""
+        given = {k: v for k, v in flags.items() if v is not None}
+        return DetectSettings(**{**self.detect, **given})
 
     def merged(self, flags: "ConfigOverrides") -> "ConfigOverrides":
         """These overrides with ``flags`` (command-line options) on top; a disagreement is an error."""
