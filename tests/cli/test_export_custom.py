@@ -1,6 +1,6 @@
 """Acceptance: a custom-trained checkpoint (its own classes, category ids not 1..N) from the command
 line: `export` with no --config and --class-names instances.json, then `segment` (real local Ray),
-`evaluate` against that JSON and `export-coco`; the JSON's ids and names are used all the way."""
+`evaluate` against that JSON, `export-coco` and `overlays`; the JSON's ids and names are used all the way."""
 
 from __future__ import annotations
 
@@ -121,6 +121,10 @@ def test_segment_evaluate_export_coco_use_the_json_ids(custom):
     _run("export-coco", "dataset", "--predictions", str(out), "-o", str(dataset))
     cats = json.loads(dataset.read_text())["categories"]
     assert [(c["id"], c["name"]) for c in cats] == [(ours, name) for _, ours, name in KEPT]
+
+    overlays = folder / "overlays"
+    _run("overlays", "--predictions", str(out), "-o", str(overlays), "--count", "2", "--score-threshold", "0")
+    assert len(list(overlays.glob("*.png"))) >= 2
 
 
 def _maskrcnn_state() -> dict:
