@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# Beside the repository; YOLACT_BATCH_SHARED or ./shared where only the checkout travels (gpu_bundle.py).
+SHARED = Path(os.environ.get("YOLACT_BATCH_SHARED") or next(
+    (p for p in (REPO.parent / "shared", REPO / "shared") if p.is_dir()), REPO.parent / "shared"
+))  # fmt: skip
 sys.path.insert(0, str(REPO))
 
 

@@ -13,14 +13,23 @@ worst case for host post-processing):
   ``pynvml`` imports, else ``nvidia-smi -lms 100``) during each phase; host ms per image and
   the CPU cores that host work needs to keep up with ``model_img_s``.
 
+* ``model_img_s_cuda_graphs`` (torch runtimes, ``--compare-compile``): the model-only figure
+  again with ``compile="cuda-graphs"``, measured right after the eager one, to decide that default.
+
 Runtime (``--runtime auto``): TensorRT when tensorrt + cuda-python import, else ONNX Runtime's
-CUDA provider (IO binding), else the PyTorch CUDA twin of the exported network as a proxy
-(network in ``--precision``, graph head in FP32). Without a CUDA GPU or any such runtime it
-prints one JSON line saying it was skipped and why, and exits 0. ``--runtime ort-cpu`` runs the
-same plumbing on the CPU to check the script; its numbers say nothing about GPUs.
+CUDA provider (IO binding), else the torch backend on CUDA (``yolact_batch.backends.torch``:
+network in ``--precision``, graph head in FP32), the backend the job runs with ``--backend
+torch``. Without a CUDA GPU or any such runtime it prints one JSON line saying it was skipped and
+why, and exits 0. ``--runtime ort-cpu`` / ``torch-cpu`` run the same plumbing on the CPU to check
+the script (``gpu_check.sh --runtime cpu`` uses ``torch-cpu`` with the small ``yolact_shapes``
+layout and random weights); their numbers say nothing about GPUs.
+
+The e2e workers start once per model and run every batch size in turn (a barrier starts each
+timed phase), so a model's e2e figures cost one start-up, not one per batch size.
 
     python benchmarks/bench_gpu.py [--models yolact_resnet50,yolact_base] [--batches 1,8,32]
         [--precision fp16] [--workers 12] [--seconds 10] [--engine-cache DIR] [--score-threshold 0]
+        [--checkpoints DIR] [--compare-compile]
 
 Prints one JSON line.
 """
@@ -44,7 +53,9 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 from _common import SHARED, require_shared  # noqa: E402  (puts the repository on sys.path)
 
-RUNTIMES = ("tensorrt", "ort-cuda", "torch-cuda", "ort-cpu")
+RUNTIMES = ("tensorrt", "ort-cuda", "torch-cuda", "ort-cpu", "torch-cpu")
+GOLDEN_RECIPES = {"yolact_plus_resnet50": "make_checkpoint_plus.py"}  # others: make_checkpoint.py
+SMALL_MODELS = ("yolact_shapes",)  # random weights, for plumbing checks on a CPU
 TARGETS = {"e2e_img_s_per_gpu_yolact_base": 1500, "gpu_util_pct": 85}
 
 
@@ -85,10 +96,10 @@ def runtime_problem(runtime: str) -> str | None:
 
             if runtime == "ort-cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
                 return f"onnxruntime has no CUDAExecutionProvider (has {ort.get_available_providers()})"
-        elif runtime == "torch-cuda":
+        elif runtime in ("torch-cuda", "torch-cpu"):
             import torch
 
-            if not torch.cuda.is_available():
+            if runtime == "torch-cuda" and not torch.cuda.is_available():
                 return "torch has no CUDA device"
     except ImportError as exc:
         return str(exc).split(";")[0]
@@ -112,16 +123,47 @@ def pick_runtime(requested: str) -> str:
 # --- models ------------------------------------------------------------------------------------
 
 
+def config_for(name: str):
+    """An official config, or the small shapes layout (``SMALL_MODELS``)."""
+    if name == "yolact_shapes":
+        from yolact_batch.training.shapes import SHAPES_CONFIG
+
+        return SHAPES_CONFIG
+    from yolact_batch.core.configs import get_config
+
+    return get_config(name)
+
+
+def make_checkpoint(name: str, folder: Path) -> Path:
+    """``folder/<name>_golden.pth`` from the golden recipe (kept when already there), or, for a
+    small model, our model file with seeded random weights."""
+    if name in SMALL_MODELS:
+        import torch
+
+        from yolact_batch.core.metadata import ModelMetadata
+        from yolact_batch.torchnet.model_file import save_model
+        from yolact_batch.torchnet.network import build_network
+
+        path = folder / f"{name}_random.pt"
+        if not path.is_file():
+            torch.manual_seed(0)
+            config = config_for(name)
+            save_model(path, build_network(config), ModelMetadata(config=config, source="bench_gpu random weights"))
+        return path
+    path = folder / f"{name}_golden.pth"
+    if not path.is_file():
+        recipe = require_shared("golden") / GOLDEN_RECIPES.get(name, "make_checkpoint.py")
+        subprocess.run([sys.executable, str(recipe), name, str(path)], check=True, capture_output=True)
+    return path
+
+
 def prepare(names: list[str], runtime: str, folder: Path) -> dict[str, dict[str, Path]]:
-    """Golden checkpoints (and graph ONNX exports unless the runtime is torch) for ``names``."""
-    golden = require_shared("golden")
+    """Checkpoints (and graph ONNX exports unless the runtime is torch) for ``names``."""
     paths = {}
     for name in names:
-        checkpoint = folder / f"{name}_golden.pth"
-        subprocess.run([sys.executable, str(golden / "make_checkpoint.py"), name, str(checkpoint)], check=True,
-                       capture_output=True)  # fmt: skip
+        checkpoint = make_checkpoint(name, folder)
         paths[name] = {"checkpoint": checkpoint}
-        if runtime != "torch-cuda":
+        if not runtime.startswith("torch"):
             try:
                 from yolact_batch.torchnet import export_onnx
             except ImportError as exc:
@@ -134,8 +176,7 @@ class Runner:
     """``run(images) -> GraphHeads`` and ``run_many(batches)`` for one runtime, built in the process using it."""
 
     def __init__(self, runtime: str, name: str, paths: dict, precision: str, max_batch: int, engine_cache: str,
-                 slots: int) -> None:  # fmt: skip
-        from yolact_batch.core.configs import get_config
+                 slots: int, compile: str = "off") -> None:  # fmt: skip
         from yolact_batch.core.heads import GRAPH_OUTPUTS, GraphHeads
 
         self.close = lambda: None
@@ -158,42 +199,19 @@ class Runner:
             self.run = lambda images: GraphHeads(*binding(images, GRAPH_OUTPUTS))
             self.detail = f"onnxruntime {__import__('onnxruntime').__version__} {backend.providers[0]}, IO binding"
         else:
-            self.run = TorchGraph(get_config(name), paths["checkpoint"], precision, max_batch)
-            self.detail = f"torch {__import__('torch').__version__} CUDA twin (proxy for TensorRT)"
+            from yolact_batch.backends.torch import TorchBackend, TorchOptions
+
+            device = "cuda" if runtime == "torch-cuda" else "cpu"
+            options = TorchOptions(device=device, precision=precision, compile=compile)
+            config = config_for(name) if paths["checkpoint"].suffix == ".pth" else None  # our .pt carries its own
+            backend = TorchBackend(paths["checkpoint"].read_bytes(), origin=str(paths["checkpoint"]), config=config,
+                                   options=options)  # fmt: skip
+            self.run, self.run_many, self.close = backend, backend.stream, backend.close
+            self.detail = f"torch {__import__('torch').__version__} backend on {backend.device}, compile={compile}"
 
     def _one_by_one(self, batches):
         for images in batches:
             yield self.run(images)
-
-
-class TorchGraph:
-    """The exported network's torch twin on CUDA: network in ``precision``, graph head in FP32."""
-
-    def __init__(self, config, checkpoint: Path, precision: str, max_batch: int) -> None:
-        import torch
-
-        from yolact_batch.torchnet import load_checkpoint
-        from yolact_batch.torchnet.graph import GraphHead
-
-        torch.backends.cudnn.benchmark = True
-        self.torch, self.device = torch, torch.device("cuda")
-        self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.net = load_checkpoint(checkpoint, config).to(self.device, self.dtype).eval()
-        self.net = self.net.to(memory_format=torch.channels_last)
-        self.head = GraphHead(config).to(self.device).eval()
-        side = config.input_size
-        self.pinned = torch.empty((max_batch, 3, side, side), dtype=torch.float32).pin_memory()
-
-    def __call__(self, images: np.ndarray):
-        from yolact_batch.core.heads import GraphHeads
-
-        torch, n = self.torch, len(images)
-        with torch.no_grad():
-            self.pinned[:n].copy_(torch.from_numpy(images))
-            x = self.pinned[:n].to(self.device, non_blocking=True).to(self.dtype)
-            heads = self.net(x.contiguous(memory_format=torch.channels_last))
-            outputs = self.head(*(h.float() for h in heads))
-            return GraphHeads(*(o.cpu().numpy() for o in outputs))
 
 
 # --- GPU utilisation ---------------------------------------------------------------------------
@@ -277,24 +295,23 @@ def measure_model(runner: Runner, images: np.ndarray, seconds: float, sample_gpu
 
 
 def e2e_worker(worker: int, args: dict, barrier, queue) -> None:
-    """One CPU task + GPU actor pair: JPEG bytes -> rows, timed for ``args['seconds']`` after the barrier."""
+    """One CPU task + GPU actor pair: JPEG bytes -> rows, for each of ``args['batches']`` in turn,
+    timed for ``args['seconds']`` after the barrier that starts that batch size's phase."""
     try:
         from yolact_batch.core.coco import instances
-        from yolact_batch.core.configs import get_config
         from yolact_batch.core.postprocess import Postprocessor
         from yolact_batch.core.preprocess import decode_image, preprocess
         from yolact_batch.core.settings import InferenceSettings, OutputSettings
 
-        config = get_config(args["name"])
+        config = config_for(args["name"])
         settings = InferenceSettings(output=OutputSettings(score_threshold=args["score_threshold"]))
         post = Postprocessor(config, "graph", settings)
         runner = Runner(args["runtime"], args["name"], args["paths"], args["precision"], args["max_batch"],
                         args["engine_cache"], slots=1)  # fmt: skip
-        jpegs, batch = jpeg_bytes(), args["batch"]
+        jpegs = jpeg_bytes()
         order = itertools.cycle(range(worker * 37 % len(jpegs), worker * 37 % len(jpegs) + len(jpegs)))
-        totals = dict(images=0, detections=0, pre_s=0.0, model_s=0.0, post_s=0.0)
 
-        def step(count: bool) -> None:
+        def step(batch: int, totals: dict | None) -> None:
             t0 = time.perf_counter()
             bgr = [decode_image(jpegs[next(order) % len(jpegs)]) for _ in range(batch)]
             images = np.stack([preprocess(im, config) for im in bgr])
@@ -303,58 +320,111 @@ def e2e_worker(worker: int, args: dict, barrier, queue) -> None:
             t2 = time.perf_counter()
             rows = [instances(d) for d in post(heads, [im.shape[:2] for im in bgr])]
             t3 = time.perf_counter()
-            if count:
+            if totals is not None:
                 totals["images"] += batch
                 totals["detections"] += sum(len(r) for r in rows)
                 totals["pre_s"] += t1 - t0
                 totals["model_s"] += t2 - t1
                 totals["post_s"] += t3 - t2
 
-        step(False)
-        barrier.wait(timeout=1800)
-        start = time.perf_counter()
-        while time.perf_counter() - start < args["seconds"]:
-            step(True)
-        queue.put({**totals, "elapsed_s": time.perf_counter() - start})
+        for batch in args["batches"]:
+            step(batch, None)  # this batch size's first call (shapes, autotuning) is not timed
+            barrier.wait(timeout=1800)
+            totals = dict(batch=batch, images=0, detections=0, pre_s=0.0, model_s=0.0, post_s=0.0)
+            start = time.perf_counter()
+            while time.perf_counter() - start < args["seconds"]:
+                step(batch, totals)
+            queue.put({**totals, "elapsed_s": time.perf_counter() - start})
         runner.close()
     except BaseException as exc:  # report, and release the parent from the barrier
         barrier.abort()
         queue.put({"error": f"worker {worker}: {type(exc).__name__}: {exc}"})
 
 
-def measure_e2e(args: dict, workers: int, sample_gpu: bool) -> dict:
+def measure_e2e(args: dict, workers: int, sample_gpu: bool) -> dict[int, dict]:
+    """e2e figures for each of ``args['batches']``: ``workers`` processes started once, phase by phase."""
     ctx = mp.get_context("spawn")  # CUDA is initialised in the parent: children must not fork it
     barrier, queue = ctx.Barrier(workers + 1), ctx.Queue()
     procs = [ctx.Process(target=e2e_worker, args=(w, args, barrier, queue), daemon=True) for w in range(workers)]
     for p in procs:
         p.start()
+    figures = {}
     try:
-        barrier.wait(timeout=1800)
-    except threading.BrokenBarrierError:
-        pass
-    with GpuUtilisation(sample_gpu) as util:
-        reports = [queue.get(timeout=args["seconds"] + 1800) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-    errors = [r["error"] for r in reports if "error" in r]
-    if errors:
-        raise RuntimeError("; ".join(errors))
-    images = sum(r["images"] for r in reports)
+        for batch in args["batches"]:
+            try:
+                barrier.wait(timeout=1800)
+            except threading.BrokenBarrierError:
+                pass  # a worker failed: its report says why
+            with GpuUtilisation(sample_gpu) as util:
+                reports = [queue.get(timeout=args["seconds"] + 1800) for _ in procs]
+            errors = [r["error"] for r in reports if "error" in r]
+            if errors:
+                raise RuntimeError("; ".join(errors))
+            figures[batch] = _e2e_figures(reports, util.mean)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    return figures
+
+
+def _e2e_figures(reports: list[dict], util: float | None) -> dict:
+    images = max(sum(r["images"] for r in reports), 1)
     return {
         "e2e_img_s": round(sum(r["images"] / r["elapsed_s"] for r in reports), 1),
-        "gpu_util_e2e_pct": util.mean,
-        "mean_detections": round(sum(r["detections"] for r in reports) / max(images, 1), 1),
-        "host_pre_ms_per_image": round(1e3 * sum(r["pre_s"] for r in reports) / max(images, 1), 2),
-        "host_post_ms_per_image": round(1e3 * sum(r["post_s"] for r in reports) / max(images, 1), 2),
-        "model_call_ms_per_image_under_load": round(1e3 * sum(r["model_s"] for r in reports) / max(images, 1), 2),
+        "gpu_util_e2e_pct": util,
+        "mean_detections": round(sum(r["detections"] for r in reports) / images, 1),
+        "host_pre_ms_per_image": round(1e3 * sum(r["pre_s"] for r in reports) / images, 2),
+        "host_post_ms_per_image": round(1e3 * sum(r["post_s"] for r in reports) / images, 2),
+        "model_call_ms_per_image_under_load": round(1e3 * sum(r["model_s"] for r in reports) / images, 2),
     }
+
+
+def measure_one(common: dict, pool: np.ndarray, batches: list[int], args, gpu: bool, graphs: bool):
+    """Result rows of one model at every batch size, and the runtime's description."""
+    slots = dict(slots=2, engine_cache=common["engine_cache"])
+    model = {}
+    runner = Runner(
+        common["runtime"], common["name"], common["paths"], common["precision"], common["max_batch"], **slots
+    )
+    detail = runner.detail
+    for batch in batches:
+        model[batch] = measure_model(runner, pool[:batch], args.seconds, gpu)
+    runner.close()
+    if graphs:
+        runner = Runner(common["runtime"], common["name"], common["paths"], common["precision"], common["max_batch"],
+                        compile="cuda-graphs", **slots)  # fmt: skip
+        for batch in batches:
+            model[batch] += (measure_model(runner, pool[:batch], args.seconds, gpu)[0],)
+        runner.close()
+    e2e = measure_e2e(
+        dict(**common, batches=batches, seconds=args.seconds, score_threshold=args.score_threshold), args.workers, gpu
+    )
+    rows = []
+    for batch in batches:
+        model_img_s, util = model[batch][:2]
+        host_ms = e2e[batch]["host_pre_ms_per_image"] + e2e[batch]["host_post_ms_per_image"]
+        row = {
+            "model": common["name"],
+            "batch": batch,
+            "model_img_s": round(model_img_s, 1),
+            "gpu_util_model_pct": util,
+        }
+        if graphs:
+            row["model_img_s_cuda_graphs"] = round(model[batch][2], 1)
+        rows.append({
+            **row, **e2e[batch], "e2e_over_model": round(e2e[batch]["e2e_img_s"] / model_img_s, 3),
+            "cpu_cores_to_keep_up_with_model": round(model_img_s * host_ms / 1e3, 1),
+        })  # fmt: skip
+    return rows, detail
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="yolact_resnet50,yolact_base")
     parser.add_argument("--batches", default="1,8,32")
-    parser.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
+    parser.add_argument("--precision", default="fp16", choices=("fp16", "bf16", "fp32"))
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES))
     parser.add_argument(
         "--workers",
@@ -364,49 +434,50 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=10.0, help="timed seconds per measurement")
     parser.add_argument("--engine-cache", default=None, help="TensorRT engine cache (default: a temp folder)")
+    parser.add_argument("--checkpoints", type=Path, help="folder of built checkpoints, reused (default: a temp folder)")
+    parser.add_argument(
+        "--compare-compile", action="store_true", help="torch runtimes: also measure model-only img/s with CUDA graphs"
+    )
     parser.add_argument("--score-threshold", type=float, default=0.0, help="0: reference eval; 0.3: pre-labeling")
     args = parser.parse_args()
 
     device = gpu_name()
-    if args.runtime != "ort-cpu" and device is None:
+    cpu_runtime = args.runtime in ("ort-cpu", "torch-cpu")
+    if not cpu_runtime and device is None:
         skip("no CUDA GPU (nvidia-smi not found or lists no device)")
     runtime = pick_runtime(args.runtime)
+    if runtime == "tensorrt" and args.precision == "bf16":
+        skip("the TensorRT path builds fp16 or fp32 engines; bf16 is a torch precision")
     require_shared("coco_val2017_subset/val2017")
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     batches = [int(b) for b in args.batches.split(",")]
     max_batch = max(batches)
-    gpu = runtime != "ort-cpu"
+    gpu = not cpu_runtime
+    graphs = args.compare_compile and runtime == "torch-cuda"
     results, detail = [], None
     with tempfile.TemporaryDirectory(prefix="bench_gpu_") as tmp:
         engine_cache = args.engine_cache or str(Path(tmp) / "engines")
-        paths = prepare(names, runtime, Path(tmp))
-        from yolact_batch.core.configs import get_config
+        folder = args.checkpoints or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         from yolact_batch.core.preprocess import decode_image, preprocess
 
         jpegs = jpeg_bytes()
         for name in names:
-            runner = Runner(runtime, name, paths[name], args.precision, max_batch, engine_cache, slots=2)
-            detail = runner.detail
-            config = get_config(name)
-            pool = np.stack([preprocess(decode_image(j), config) for j in jpegs[:max_batch]])
-            for batch in batches:
-                model_img_s, util = measure_model(runner, pool[:batch], args.seconds, gpu)
-                e2e = measure_e2e(
-                    dict(runtime=runtime, name=name, paths=paths[name], precision=args.precision, max_batch=max_batch,
-                         engine_cache=engine_cache, batch=batch, seconds=args.seconds,
-                         score_threshold=args.score_threshold),
-                    args.workers, gpu,
-                )  # fmt: skip
-                host_ms = e2e["host_pre_ms_per_image"] + e2e["host_post_ms_per_image"]
-                results.append({
-                    "model": name, "batch": batch, "model_img_s": round(model_img_s, 1), "gpu_util_model_pct": util,
-                    **e2e, "e2e_over_model": round(e2e["e2e_img_s"] / model_img_s, 3),
-                    "cpu_cores_to_keep_up_with_model": round(model_img_s * host_ms / 1e3, 1),
-                })  # fmt: skip
-            runner.close()
+            # One model failing (a config the network cannot build yet, say) is reported, not fatal.
+            try:
+                paths = prepare([name], runtime, folder)[name]
+                config = config_for(name)
+                decoded = [preprocess(decode_image(j), config) for j in jpegs[:max_batch]]
+                pool = np.stack([decoded[i % len(decoded)] for i in range(max_batch)])  # few JPEGs: repeat
+                common = dict(runtime=runtime, name=name, paths=paths, precision=args.precision, max_batch=max_batch,
+                              engine_cache=engine_cache)  # fmt: skip
+                rows, detail = measure_one(common, pool, batches, args, gpu, graphs)
+                results += rows
+            except Exception as exc:
+                results.append({"model": name, "error": f"{type(exc).__name__}: {str(exc)[:400]}"})
     print(json.dumps({
-        "bench": "gpu", "device": device or "cpu (plumbing check only)", "runtime": runtime, "detail": detail,
-        "precision": args.precision, "workers": args.workers, "seconds": args.seconds,
+        "bench": "gpu", "device": device if gpu else "cpu (plumbing check only)", "runtime": runtime,
+        "detail": detail, "precision": args.precision, "workers": args.workers, "seconds": args.seconds,
         "score_threshold": args.score_threshold, "cpu_count": os.cpu_count(), "results": results, "targets": TARGETS,
     }))  # fmt: skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,10 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+# Beside the repository in CI; YOLACT_BATCH_SHARED or ./shared where only the checkout travels (a GPU machine).
+SHARED = Path(os.environ.get("YOLACT_BATCH_SHARED") or next(
+    (p for p in (REPO.parent / "shared", REPO / "shared") if p.is_dir()), REPO.parent / "shared"
+))  # fmt: skip
 GOLDEN = SHARED / "golden"
 COCO_SUBSET = SHARED / "coco_val2017_subset"
 GOLDEN_IDS = {"yolact_resnet50": (165518, 184324, 205401, 376322), "yolact_base": (165518, 184324, 376322)}

@@ -53,7 +53,9 @@ class YolactModel:
         self.request = request if request is not None else InferenceRequest(**settings)
         blob = read_bytes(model, storage)
         side = load_sidecar(read_bytes(sidecar, storage).decode(), origin=sidecar) if sidecar else None
-        self.backend = open_backend(blob, origin=model, options=backend, metadata=side, storage=storage)
+        self.backend = open_backend(
+            blob, origin=model, options=backend, metadata=side, storage=storage, request=self.request
+        )
         self.metadata: ModelMetadata = self.backend.metadata
         self.config: ModelConfig = self.metadata.config
         self.ref = ModelRef(name=self.config.name, digest=model_digest(blob))

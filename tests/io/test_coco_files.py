@@ -14,6 +14,7 @@ from tests.evaluation.conftest import SHARED_IMAGE_IDS, rows_of
 from yolact_batch.cli.reports import add_command
 from yolact_batch.core import rle
 from yolact_batch.io.coco_files import export_dataset, export_results, mask_to_polygons
+from yolact_batch.io.prelabel import PrelabelSettings
 from yolact_batch.io.results_io import write_rows
 
 
@@ -49,12 +50,12 @@ def _instances(rows, threshold=0.0):
 
 def test_dataset_json_loads_and_decodes_every_mask(job, tmp_path):
     out, rows = job
-    counts = export_dataset(out, str(tmp_path / "d.json"), score_threshold=0.3)
+    counts = export_dataset(out, str(tmp_path / "d.json"), settings=PrelabelSettings(score_threshold=0.3))
     kept = _instances(rows, 0.3)
-    assert (counts.images, counts.annotations, counts.error_rows, counts.empty_mask) == (5, len(kept), 1, 0)
-    assert counts.below_score == sum(len(r["instances"]) for r in rows) - len(kept) > 0
+    assert (counts.images, counts.exported, counts.error_rows, counts.dropped["below_area"]) == (5, len(kept), 1, 0)
+    assert counts.dropped["below_score"] == sum(len(r["instances"]) for r in rows) - len(kept) > 0
     everything = export_dataset(out, str(tmp_path / "all.json"))
-    assert everything.empty_mask == 17 and everything.annotations == len(
+    assert everything.dropped["below_area"] == 17 and everything.exported == len(
         _instances(rows)
     )  # yolact_base has empty masks
     coco = _coco(tmp_path / "d.json")
@@ -72,7 +73,7 @@ def test_dataset_json_with_polygons(job, tmp_path):
     counts = export_dataset(out, str(tmp_path / "p.json"), polygons=True, image_root="s3://bucket")
     coco = _coco(tmp_path / "p.json")
     assert coco.imgs[SHARED_IMAGE_IDS[0]]["file_name"] == f"val2017/{SHARED_IMAGE_IDS[0]:012d}.jpg"
-    assert counts.annotations + counts.no_polygon == len(_instances(rows)) and counts.no_polygon <= 1
+    assert counts.exported + counts.dropped["no_polygon"] == len(_instances(rows)) and counts.dropped["no_polygon"] <= 1
     ious = []
     originals = iter(i for _, i in _instances(rows) if mask_to_polygons(rle.decode(i["segmentation"])))
     for ann in coco.dataset["annotations"]:

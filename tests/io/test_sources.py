@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.job.conftest import jpeg_images
-from yolact_batch.io.sources import ITEM_SCHEMA, InputError, SourceOptions, fetch, image_id_from_name, list_inputs
+from yolact_batch.io.reads import fetch
+from yolact_batch.io.sources import ITEM_SCHEMA, InputError, SourceOptions, image_id_from_name, list_inputs
 from yolact_batch.io.storage import StorageOptions
 
 IMAGES = jpeg_images(4)
@@ -36,7 +37,7 @@ def test_directory_is_listed_recursively_sorted_with_coco_ids(tmp_path):
     (root / "b" / "frame.webp").write_bytes(b"webp bytes")
     (root / "notes.txt").write_text("not an image")
     (root / ".hidden.jpg").write_bytes(b"x")
-    items = list_inputs(str(root))
+    items = list_inputs(str(root)).items
     assert items.schema == ITEM_SCHEMA
     uris = items["image_uri"].to_pylist()
     assert uris == sorted(uris) and len(uris) == 6
@@ -50,7 +51,7 @@ def test_directory_is_listed_recursively_sorted_with_coco_ids(tmp_path):
 
 def test_file_url_glob_and_limit(tmp_path):
     write_images(tmp_path / "in")
-    items = list_inputs(f"file://{tmp_path}/in/*.jpg", limit=3)
+    items = list_inputs(f"file://{tmp_path}/in/*.jpg", limit=3).items
     assert items["image_uri"].to_pylist() == [f"file://{tmp_path}/in/{n}" for n in NAMES[:3]]
     assert fetched(items)[0][f"file://{tmp_path}/in/{NAMES[0]}"] == IMAGES[NAMES[0]]
 
@@ -59,7 +60,7 @@ def test_manifest_relative_absolute_comments_and_ids(tmp_path):
     write_images(tmp_path / "imgs")
     manifest = tmp_path / "list.txt"
     manifest.write_text(f"# images to label\nimgs/{NAMES[0]}\n\n{tmp_path}/imgs/{NAMES[1]}\t42\nimgs/missing.jpg\n")
-    items = list_inputs(str(manifest))
+    items = list_inputs(str(manifest)).items
     rows = {r["image_uri"]: r["image_id"] for r in items.to_pylist()}
     assert rows == {
         f"{tmp_path}/imgs/{NAMES[0]}": int(NAMES[0][:12]),
@@ -68,7 +69,7 @@ def test_manifest_relative_absolute_comments_and_ids(tmp_path):
     }
     data, errors = fetched(items)
     assert data[f"{tmp_path}/imgs/{NAMES[1]}"] == IMAGES[NAMES[1]]
-    assert "no longer exists" in errors[f"{tmp_path}/imgs/missing.jpg"]
+    assert "not found" in errors[f"{tmp_path}/imgs/missing.jpg"]
     manifest.write_text("a.jpg\tnot-a-number\n")
     with pytest.raises(InputError, match="line 1: image id 'not-a-number'"):
         list_inputs(str(manifest))
@@ -92,7 +93,7 @@ def test_webdataset_tar_shards_are_read_by_byte_range(tmp_path):
             members[f"{key}.jpg"] = IMAGES[name]
             members[f"{key}.json"] = json.dumps({"caption": "x"}).encode()
         make_tar(shards / f"shard-{s:04d}.tar", members)
-    items = list_inputs(str(shards))
+    items = list_inputs(str(shards)).items
     assert items["kind"].to_pylist() == ["range"] * 4
     assert items["image_uri"].to_pylist()[0] == f"{shards}/shard-0000.tar#{NAMES[0]}"
     assert items["image_id"].to_pylist() == [int(n[:12]) for n in NAMES]
@@ -109,26 +110,26 @@ def test_parquet_with_image_bytes_uri_and_id_columns(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "images.parquet", row_group_size=3)
-    items = list_inputs(str(tmp_path / "images.parquet"), SourceOptions(uri_column="key"))
+    items = list_inputs(str(tmp_path / "images.parquet"), SourceOptions(uri_column="key")).items
     assert items["image_uri"].to_pylist() == [f"img-{i}" for i in range(4)]
     assert items["image_id"].to_pylist() == [10, 11, None, 13]
     assert items["offset"].to_pylist() == [0, 0, 0, 1]  # row groups of 3
     data, errors = fetched(items)
     assert [data[f"img-{i}"] for i in range(4)] == [IMAGES[n] for n in NAMES]
-    default = list_inputs(str(tmp_path / "images.parquet"))
+    default = list_inputs(str(tmp_path / "images.parquet")).items
     assert default["image_uri"].to_pylist()[3] == f"{tmp_path}/images.parquet#row=3"
 
 
 def test_parquet_hugging_face_image_struct_and_ambiguous_columns(tmp_path):
     image = pa.array([{"bytes": IMAGES[n], "path": n} for n in NAMES])
     pq.write_table(pa.table({"image": image}), tmp_path / "hf.parquet")
-    items = list_inputs(str(tmp_path / "hf.parquet"))
+    items = list_inputs(str(tmp_path / "hf.parquet")).items
     assert fetched(items)[0][f"{tmp_path}/hf.parquet#row=2"] == IMAGES[NAMES[2]]
     two = pa.table({"a": pa.array([b"1"], pa.binary()), "b": pa.array([b"2"], pa.binary())})
     pq.write_table(two, tmp_path / "two.parquet")
     with pytest.raises(InputError, match=r"pass --image-column: .*\['a', 'b'\]"):
         list_inputs(str(tmp_path / "two.parquet"))
-    assert list_inputs(str(tmp_path / "two.parquet"), SourceOptions(image_column="b")).num_rows == 1
+    assert list_inputs(str(tmp_path / "two.parquet"), SourceOptions(image_column="b")).items.num_rows == 1
 
 
 def test_coco_annotation_carries_image_ids(tmp_path):
@@ -139,7 +140,7 @@ def test_coco_annotation_carries_image_ids(tmp_path):
         "categories": [],
     }
     (tmp_path / "ann.json").write_text(json.dumps(ann))
-    items = list_inputs(str(tmp_path / "ann.json"), SourceOptions(image_root=str(tmp_path / "val")))
+    items = list_inputs(str(tmp_path / "ann.json"), SourceOptions(image_root=str(tmp_path / "val"))).items
     assert {r["image_uri"]: r["image_id"] for r in items.to_pylist()} == {
         f"{tmp_path}/val/{n}": 7 + i for i, n in enumerate(NAMES)
     }
@@ -161,10 +162,9 @@ def put(path, text=None):
         (lambda d: put(d / "empty"), "the directory is empty"),
         (lambda d: put(d / "t" / "a.csv", "x").parent, "cannot tell what to read"),
         (lambda d: put(d / "m.txt", "# nothing\n"), "no images to process"),
-        (lambda d: put(d / "dup.txt", "a.jpg\n./a.jpg\n"), "more than once"),
         (lambda d: put(d / "x.json", "[]"), "needs --image-root"),
     ],
-    ids=["missing", "empty-dir", "no-images", "empty-manifest", "duplicates", "coco-no-root"],
+    ids=["missing", "empty-dir", "no-images", "empty-manifest", "coco-no-root"],
 )
 def test_unusable_inputs_fail_with_one_clear_message(tmp_path, setup, message):
     url = str(setup(tmp_path))
@@ -185,19 +185,19 @@ def test_broken_coco_file_and_compressed_shards_are_explained(tmp_path):
 
 def test_a_file_deleted_between_listing_and_reading_is_an_error_not_a_crash(tmp_path):
     write_images(tmp_path / "in")
-    items = list_inputs(str(tmp_path / "in"))
+    items = list_inputs(str(tmp_path / "in")).items
     (tmp_path / "in" / NAMES[1]).unlink()
     (tmp_path / "in" / NAMES[2]).unlink()
     (tmp_path / "in" / NAMES[2]).mkdir()  # replaced by a directory
     data, errors = fetched(items)
-    assert "no longer exists (deleted after listing?)" in errors[str(tmp_path / "in" / NAMES[1])]
+    assert "not found (missing from the storage, or deleted after listing)" in errors[str(tmp_path / "in" / NAMES[1])]
     assert errors[str(tmp_path / "in" / NAMES[2])].startswith("read failed")
     assert data[str(tmp_path / "in" / NAMES[0])] == IMAGES[NAMES[0]] and data[str(tmp_path / "in" / NAMES[1])] is None
 
 
 def test_a_shard_that_shrank_since_listing_gives_error_rows(tmp_path):
     make_tar(tmp_path / "s.tar", {n: IMAGES[n] for n in NAMES})
-    items = list_inputs(str(tmp_path / "s.tar"))
+    items = list_inputs(str(tmp_path / "s.tar")).items
     blob = (tmp_path / "s.tar").read_bytes()
     (tmp_path / "s.tar").write_bytes(blob[: items["offset"].to_pylist()[2] + 10])
     data, errors = fetched(items)
@@ -211,7 +211,7 @@ def test_a_shard_that_shrank_since_listing_gives_error_rows(tmp_path):
 def test_image_id_from_name():
     assert image_id_from_name("s3://b/val2017/000000184324.jpg") == 184324
     assert image_id_from_name("shard.tar#000000000139.jpg") == 139
-    assert image_id_from_name("cat.jpg") is None and image_id_from_name("12.34.jpg") == 12
+    assert image_id_from_name("cat.jpg") is None and image_id_from_name("12.34.jpg") is None
 
 
 def test_s3_prefix_tar_and_parquet_through_a_real_s3_server(s3_server):
@@ -235,7 +235,7 @@ def test_s3_prefix_tar_and_parquet_through_a_real_s3_server(s3_server):
         ("shards/", f"s3://inputs/shards/shard-0000.tar#{NAMES[0]}"),
         ("table/", "s3://inputs/table/part.parquet#row=0"),
     ):
-        items = list_inputs(f"s3://inputs/{prefix}", storage=storage)
+        items = list_inputs(f"s3://inputs/{prefix}", storage=storage).items
         assert items.num_rows == 4 and items["image_uri"].to_pylist()[0] == first
         data, errors = fetched(items, storage)
         assert data[first] == IMAGES[NAMES[0]] and not any(errors.values())

@@ -133,7 +133,7 @@ def test_each_undecodable_file_gets_an_error_row_naming_the_cause(bad_job, name)
 
 def test_files_gone_or_replaced_after_listing_are_error_rows(bad_job):
     rows = bad_job[1]
-    assert "no longer exists (deleted after listing?)" in rows["deleted.jpg"]["error"]
+    assert "not found (missing from the storage, or deleted after listing)" in rows["deleted.jpg"]["error"]
     assert rows["folder.jpg"]["status"] == "error" and rows["folder.jpg"]["error"].startswith("read failed")
 
 

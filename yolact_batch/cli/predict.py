@@ -6,10 +6,15 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
-from yolact_batch.cli.options import add_inference_options, add_model_options, backend_from_args, request_from_args
+from yolact_batch.cli.options import (
+    add_inference_options,
+    add_model_options,
+    add_suffix_option,
+    backend_from_args,
+    request_from_args,
+)
 
 
 def add_command(subparsers) -> None:
@@ -17,68 +22,74 @@ def add_command(subparsers) -> None:
     p.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     p.add_argument("--model", required=True, help="model path or URL")
     p.add_argument("--output", "-o", default="-", help="JSON lines file (default: stdout)")
+    add_suffix_option(p)
     add_model_options(p)
     add_inference_options(p)
     p.set_defaults(func=cmd_predict)
 
 
-def list_images(inputs: Sequence[str]) -> list[Path]:
-    """The image files named by ``inputs`` (files, or directories searched recursively)."""
-    from yolact_batch.io.sources import IMAGE_SUFFIXES
+def list_images(inputs: Sequence[str], options) -> tuple:
+    """Work items of every image under ``inputs`` (files, folders searched recursively), listed as
+    ``segment`` lists them (``io.sources.list_inputs``), and the entries not read."""
+    import pyarrow as pa
 
-    files: list[Path] = []
+    from yolact_batch.io.inventory import Skipped
+    from yolact_batch.io.sources import InputError, list_inputs
+
+    tables, skipped, seen = [], Skipped(), set()
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise SystemExit(f"error: {item}: no such file or directory")
-    if not files:
-        raise SystemExit(f"error: no images found in {list(inputs)} (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return files
+        try:
+            listing = list_inputs(item, options)
+        except InputError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        skipped.merge(listing.skipped)
+        uris = listing.items["image_uri"].to_pylist()
+        tables.append(listing.items.filter(pa.array([uri not in seen for uri in uris], pa.bool_())))
+        seen.update(uris)
+    return pa.concat_tables(tables), skipped
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from yolact_batch.core.preprocess import ImageDecodeError
+    from yolact_batch.io.reads import fetch
     from yolact_batch.io.schema import error_row, ok_row
-    from yolact_batch.io.sources import image_id_from_name
+    from yolact_batch.io.sources import SourceOptions
     from yolact_batch.model import YolactModel
 
-    files = list_images(args.images)
+    items, skipped = list_images(args.images, SourceOptions(format="images", image_suffixes=args.image_suffixes))
     model = YolactModel(
         args.model, request=request_from_args(args), backend=backend_from_args(args), sidecar=args.sidecar
     )
-    start, errors, count = time.perf_counter(), 0, 0
+    start, errors, count, total = time.perf_counter(), 0, 0, items.num_rows
     out = sys.stdout if args.output == "-" else open(args.output, "w")
     try:
-        for first in range(0, len(files), model.batch_size):
-            chunk = files[first : first + model.batch_size]
+        for first in range(0, total, model.batch_size):
+            chunk = items.slice(first, model.batch_size)
+            data, failures = fetch(chunk)
             images, good = [], []
-            for path in chunk:
+            for row, blob, failure in zip(chunk.to_pylist(), data, failures):
+                where = dict(image_uri=row["image_uri"], image_id=row["image_id"], model=model.ref)
                 try:
-                    images.append(model.load_image(path.read_bytes()))
-                    good.append(path)
+                    if failure is not None:
+                        raise OSError(failure)
+                    images.append(model.load_image(blob))
+                    good.append(where)
                 except (OSError, ImageDecodeError) as exc:
                     errors += 1
-                    row = error_row(
-                        image_uri=str(path), image_id=image_id_from_name(str(path)), error=str(exc), model=model.ref
-                    )
-                    out.write(json.dumps(row) + "\n")
-            for path, dets in zip(good, model(images) if images else []):
+                    out.write(json.dumps(error_row(**where, error=str(exc))) + "\n")
+            for where, dets in zip(good, model(images) if images else []):
                 count += len(dets)
-                row = ok_row(dets, image_uri=str(path), image_id=image_id_from_name(str(path)), model=model.ref)
-                out.write(json.dumps(row) + "\n")
-            done = first + len(chunk)
-            print(f"\rpredict: {done}/{len(files)} images", end="", file=sys.stderr, flush=True)
+                out.write(json.dumps(ok_row(dets, **where)) + "\n")
+            print(f"\rpredict: {first + chunk.num_rows}/{total} images", end="", file=sys.stderr, flush=True)
     finally:
         if out is not sys.stdout:
             out.close()
     elapsed = time.perf_counter() - start
     print(
-        f"\npredict: {len(files)} images ({errors} errors), {count} instances in {elapsed:.1f}s "
-        f"({len(files) / elapsed:.2f} img/s) -> {args.output}",
+        f"\npredict: {total} images ({errors} errors), {count} instances in {elapsed:.1f}s "
+        f"({total / elapsed:.2f} img/s) -> {args.output}",
         file=sys.stderr,
     )
+    if skipped.total:
+        print(f"predict: {skipped.total} input entries not read: {skipped.line()}", file=sys.stderr)
     return 0

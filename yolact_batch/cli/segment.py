@@ -9,6 +9,7 @@ from yolact_batch.cli.options import (
     add_inference_options,
     add_model_options,
     add_storage_options,
+    add_suffix_option,
     backend_from_args,
     request_from_args,
     storage_from_args,
@@ -42,6 +43,7 @@ def add_segment_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output directory or prefix (predictions/, _SUCCESS)")
     s = parser.add_argument_group("input")
     s.add_argument("--input-format", choices=FORMATS, default="auto", help="what --input is (default: from the URL)")
+    add_suffix_option(s)
     s.add_argument("--image-root", help="COCO input: directory or prefix of the annotation's file_name entries")
     s.add_argument("--image-column", help="Parquet input: image-bytes column (default: the only binary column)")
     s.add_argument("--uri-column", help="Parquet input: column naming each image (default FILE#row=N)")
@@ -79,7 +81,8 @@ def config_from_args(args: argparse.Namespace):
     return JobConfig(
         input=args.input, output=args.output, model=args.model, sidecar=args.sidecar,
         source=SourceOptions(format=args.input_format, image_root=args.image_root, image_column=args.image_column,
-                             uri_column=args.uri_column, id_column=args.id_column),
+                             uri_column=args.uri_column, id_column=args.id_column,
+                             image_suffixes=args.image_suffixes),
         storage=storage_from_args(args),
         inference=request_from_args(args),
         resources=Resources(

@@ -4,12 +4,15 @@ Decoding follows the reference's ``cv2.imread(path)`` (``IMREAD_COLOR``): graysc
 replicated to 3 channels, alpha is dropped (not composited), 16-bit images are reduced to
 8 bits, CMYK JPEGs are converted, and the EXIF orientation is applied. Inputs that
 OpenCV would only half-decode (a truncated JPEG gives a grey bottom and a warning) or
-that are too large are rejected with an ``ImageDecodeError`` that names the cause.
+that are too large are rejected with an ``ImageDecodeError`` that names the cause; data
+after a JPEG's end-of-image marker (phone "motion photos") is ignored, as ``cv2.imread``
+does. Formats OpenCV does not read (TGA, HEIC, ...) are refused as such, not as corrupt.
 """
 
 from __future__ import annotations
 
 import io
+import re
 
 import cv2
 import numpy as np
@@ -17,13 +20,51 @@ import numpy as np
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.settings import DEFAULT_MAX_PIXELS
 
+# Readers as "Media I/O" of cv2.getBuildInformation() names them -> the suffixes cv2.imread reads with each.
+_READERS = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),
+    "PNG": (".png",),
+    "WEBP": (".webp",),
+    "AVIF": (".avif",),
+    "TIFF": (".tif", ".tiff"),
+    "JPEG 2000": (".jp2",),
+    "GIF": (".gif",),
+    "HDR": (".hdr", ".pic"),
+    "SUNRASTER": (".sr", ".ras"),
+    "PXM": (".pbm", ".pgm", ".ppm", ".pxm", ".pnm"),
+    "PFM": (".pfm",),
+    "OpenEXR": (".exr",),
+}
+# PIL format names of what OpenCV reads: a file of another format PIL knows is "unsupported", not "corrupt".
+_OPENCV_FORMATS = {"JPEG", "PNG", "WEBP", "AVIF", "TIFF", "JPEG2000", "GIF", "BMP", "DIB", "PPM", "SUN", "HDR"}
+# Peak bytes per pixel while one image is decoded and preprocessed: BGR uint8 (3) and its float32
+# copy (12) that cv2.resize reads; measured 15.1 on a 144 Mpx JPEG (ru_maxrss).
+DECODE_BYTES_PER_PIXEL = 16
+
+
+def decodable_suffixes() -> tuple[str, ...]:
+    """File suffixes of the formats this OpenCV build reads (``cv2.imread``), sorted."""
+    info = cv2.getBuildInformation()
+    media = info[info.find("Media I/O") : info.find("Video I/O")]
+    found = [".bmp", ".dib"]  # built in
+    for name, suffixes in _READERS.items():
+        match = re.search(rf"^\s*{re.escape(name)}:\s*(\S+)", media, re.M)
+        if match and match.group(1) != "NO":
+            found.extend(suffixes)
+    return tuple(sorted(found))
+
+
+def decode_peak_bytes(max_pixels: int) -> int:
+    """Memory one decode + preprocess of the largest accepted image needs at its peak."""
+    return DECODE_BYTES_PER_PIXEL * max_pixels
+
 
 class ImageDecodeError(ValueError):
     """The bytes are not an image this pipeline can use; the message names why."""
 
 
-def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
-    """(width, height) from the image header without decoding pixels; None if PIL can't tell."""
+def _header(data: bytes, max_pixels: int) -> tuple[tuple[int, int], str] | None:
+    """((width, height), PIL format) from the image header without decoding pixels; None if PIL can't tell."""
     import warnings
 
     from PIL import Image
@@ -32,7 +73,7 @@ def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as img:
-                return img.size
+                return img.size, img.format or ""
     except Image.DecompressionBombError as exc:
         # PIL refuses past its own limit before telling the size; ours may be higher.
         if max_pixels <= 2 * (Image.MAX_IMAGE_PIXELS or 0):
@@ -43,8 +84,29 @@ def _header_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
 
 
 def _jpeg_is_complete(data: bytes) -> bool:
-    # A complete JPEG ends with the EOI marker; allow trailing padding some writers add.
-    return data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
+    """True when an end-of-image marker follows the first scan; what follows it is ignored.
+
+    Marker segments are skipped by their lengths up to the first start-of-scan (so an EXIF
+    thumbnail's own end marker does not count); in entropy-coded data a 0xFF byte is always
+    stuffed or a marker, so ``FF D9`` there is the real end of the image.
+    """
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0xD9:
+            return True
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            i += 2
+        elif marker == 0xDA:
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            return data.find(b"\xff\xd9", i + 2 + length) >= 0
+        else:
+            i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return False
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -55,7 +117,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
-    size = _header_size(data, max_pixels)
+    header = _header(data, max_pixels)
+    size, fmt = header if header is not None else (None, "")
     if size is not None and size[0] * size[1] > max_pixels:
         raise ImageDecodeError(
             f"image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over the limit of "
@@ -65,6 +128,11 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
+        if size is not None and fmt not in _OPENCV_FORMATS:
+            raise ImageDecodeError(
+                f"{fmt or 'this'} format is not one OpenCV reads (the reference decodes with "
+                "cv2.imread); convert it to PNG or JPEG"
+            )
         kind = "unrecognised image format" if size is None else "corrupt image data"
         raise ImageDecodeError(f"{kind}: OpenCV could not decode {len(data):,} bytes")
     if image.dtype != np.uint8:  # IMREAD_COLOR already gives 8 bits; keep the guarantee explicit

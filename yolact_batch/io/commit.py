@@ -12,6 +12,11 @@ We chose reading the committed ids back over Ray Data's ``CheckpointConfig`` (be
 needs no extra filter actor (1 CPU + 1 GiB on a 2-CPU node is a third of the machine),
 the committed set is plain Parquet any tool can inspect, and it also covers tar and
 Parquet inputs whose rows are not files.
+
+A live driver holds ``_lease.json`` (run id, host, pid, a heartbeat every 10 s); a second
+driver on the same output is refused at start while that driver lives (same host: its
+process exists; another host: its heartbeat is under 60 s old). Every storage call here
+follows ``storage.retry``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import io
 import json
 import os
 import posixpath
+import socket
+import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,14 +38,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from yolact_batch.io.schema import ROW_SCHEMA
-from yolact_batch.io.sources import retry_io
-from yolact_batch.io.storage import StorageOptions, filesystem
+from yolact_batch.io.storage import PERMANENT, StorageOptions, filesystem, is_local, retry
 
 COUNTS_KEY = b"yolact_batch.counts"
+HEARTBEAT_S = 10.0
+STALE_S = 60.0
 
 
 class Superseded(RuntimeError):
     """A newer run owns the output; this (stale) writer must not commit."""
+
+
+class OutputBusy(ValueError):
+    """Another live driver is writing the output."""
+
+
+class CorruptOutput(ValueError):
+    """A committed file cannot be read back; names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,7 @@ class OutputStore:
         OUTPUT/_job.json                      what produced the predictions + the current run id
         OUTPUT/predictions/part-<h>.parquet   committed rows (``schema.ROW_SCHEMA``)
         OUTPUT/_SUCCESS                       JSON counts, written last by a completed run
+        OUTPUT/_lease.json                    the live driver: run id, host, pid, heartbeat
     """
 
     url: str
@@ -58,6 +76,7 @@ class OutputStore:
     MANIFEST = "_job.json"
     SUCCESS = "_SUCCESS"
     PART_PREFIX = "part-"
+    LEASE = "_lease.json"
 
     def _fs(self):
         fs, path = filesystem(self.url, self.storage)
@@ -67,12 +86,42 @@ class OutputStore:
     def predictions(self) -> str:
         return self.url.rstrip("/") + "/" + self.PREDICTIONS
 
-    def read_manifest(self) -> dict | None:
+    def _retry(self, call, what: str):
+        return retry(call, f"{what} {self.url}", self.storage.retry_window_s, permanent=(*PERMANENT, Superseded))
+
+    def read_json(self, name: str) -> dict | None:
         fs, root = self._fs()
-        try:
-            return json.loads(fs.cat_file(f"{root}/{self.MANIFEST}"))
-        except FileNotFoundError:
-            return None
+
+        def read() -> dict | None:
+            try:
+                return json.loads(fs.cat_file(f"{root}/{name}"))
+            except FileNotFoundError:
+                return None
+
+        return self._retry(read, f"reading {name} of")
+
+    def read_manifest(self) -> dict | None:
+        return self.read_json(self.MANIFEST)
+
+    def check_not_busy(self) -> None:
+        """Refuse to start while another driver's lease on this output is live."""
+        lease = self.read_json(self.LEASE)
+        if lease is None or lease.get("run_id") != (self.read_manifest() or {}).get("run_id"):
+            return
+        age = time.time() - float(lease.get("heartbeat", 0))
+        here = lease.get("host") == socket.gethostname()
+        if here and lease.get("pid") == os.getpid():  # this process's own earlier run
+            return
+        live = _process_alive(lease.get("pid"), lease.get("pid_start")) if here else age < STALE_S
+        if live:
+            raise OutputBusy(
+                f"{self.url} is being written by run {lease.get('run_id')} (pid {lease.get('pid')} on "
+                f"{lease.get('host')}, heartbeat {age:.0f} s ago); wait for it to end or stop it, or use another --output"
+            )
+
+    def hold_lease(self, run_id: str) -> "Lease":
+        """Write the lease of this driver and keep its heartbeat until ``Lease.release``."""
+        return Lease(self, run_id)
 
     def write_manifest(self, data: dict) -> None:
         self.write_json(self.MANIFEST, data)
@@ -84,19 +133,28 @@ class OutputStore:
     def clear_success(self) -> None:
         self.remove(self.SUCCESS)
 
-    def write_json(self, name: str, data: dict) -> None:
+    def write_json(self, name: str, data: dict, retried: bool = True) -> None:
+        """Write ``OUTPUT/name`` atomically; ``retried=False``: one attempt (the lease heartbeat)."""
         fs, root = self._fs()
         blob = json.dumps(data, indent=2, sort_keys=True).encode()
-        if _is_local(fs):
-            fs.makedirs(root, exist_ok=True)
-        self._atomic_write(fs, f"{root}/{name}", blob)
+
+        def write() -> None:
+            if is_local(fs):
+                fs.makedirs(root, exist_ok=True)
+            self._atomic_write(fs, f"{root}/{name}", blob)
+
+        self._retry(write, f"writing {name} of") if retried else write()
 
     def remove(self, name: str) -> None:
         fs, root = self._fs()
-        try:
-            fs.rm_file(f"{root}/{name}")
-        except FileNotFoundError:
-            pass
+
+        def remove() -> None:
+            try:
+                fs.rm_file(f"{root}/{name}")
+            except FileNotFoundError:
+                pass
+
+        self._retry(remove, f"removing {name} of")
 
     def clear_predictions(self) -> None:
         fs, root = self._fs()
@@ -112,10 +170,13 @@ class OutputStore:
         return len(stale)
 
     def _part_files(self, fs, root: str, hidden: bool = False) -> list[str]:
-        try:  # refresh: s3fs caches listings, and other processes commit files
-            names = fs.ls(f"{root}/{self.PREDICTIONS}", detail=False, refresh=True)
-        except FileNotFoundError:
-            return []
+        def listing() -> list[str]:
+            try:  # refresh: s3fs caches listings, and other processes commit files
+                return fs.ls(f"{root}/{self.PREDICTIONS}", detail=False, refresh=True)
+            except FileNotFoundError:
+                return []
+
+        names = self._retry(listing, "listing committed files of")
         names = [n for n in names if posixpath.basename(n).startswith((self.PART_PREFIX, "." + self.PART_PREFIX))]
         return sorted(n for n in names if hidden or not posixpath.basename(n).startswith("."))
 
@@ -124,11 +185,19 @@ class OutputStore:
         fs, root = self._fs()
         files = self._part_files(fs, root)
 
-        def load(path: str) -> tuple[pa.Table, dict]:
+        def read(path: str) -> tuple[pa.Table, dict]:
             with fs.open(path, "rb") as handle:
                 parquet = pq.ParquetFile(handle)
-                table = parquet.read(columns=["image_uri", "status"])
-                meta = parquet.schema_arrow.metadata or {}
+                return parquet.read(columns=["image_uri", "status"]), parquet.schema_arrow.metadata or {}
+
+        def load(path: str) -> tuple[pa.Table, dict]:
+            try:
+                table, meta = self._retry(lambda: read(path), "reading committed files of")
+            except (pa.ArrowException, ValueError, KeyError) as exc:
+                raise CorruptOutput(
+                    f"{fs.unstrip_protocol(path) if '://' in self.url else path}: a committed file that cannot be read "
+                    f"({type(exc).__name__}: {str(exc)[:200]}); delete it and rerun: its images will be processed again"
+                ) from None
             counts = json.loads(meta.get(COUNTS_KEY, b"{}"))
             name = posixpath.basename(path)
             return table.append_column("file", pa.array([name] * table.num_rows, pa.string())), counts
@@ -194,17 +263,20 @@ class OutputStore:
         def attempt() -> None:
             current = (self.read_manifest() or {}).get("run_id")
             if current != run_id:
-                raise Superseded(f"{self.url}: run {run_id} was superseded by run {current}; not committing {name}")
-            if _is_local(fs):
+                raise Superseded(
+                    f"{self.url}: run {run_id} was superseded by run {current} (another driver took this output over "
+                    f"after this one's lease looked dead); not committing {name}: this run stops, its commits stay"
+                )
+            if is_local(fs):
                 fs.makedirs(f"{root}/predictions", exist_ok=True)
             self._atomic_write(fs, f"{root}/{self.PREDICTIONS}/{name}", buffer.getvalue())
 
-        retry_io(attempt, attempts=6, permanent=(Superseded, PermissionError, ValueError, TypeError))
+        self._retry(attempt, f"committing {name} to")
         return {"file": name, **counts}
 
     @staticmethod
     def _atomic_write(fs, path: str, blob: bytes) -> None:
-        if _is_local(fs):
+        if is_local(fs):
             head, tail = posixpath.split(path)
             temp = f"{head}/.{tail}.{uuid.uuid4().hex[:8]}.tmp"
             with open(temp, "wb") as f:
@@ -216,6 +288,59 @@ class OutputStore:
             fs.pipe_file(path, blob)
 
 
-def _is_local(fs) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+class Lease:
+    """This driver's claim on an output: ``_lease.json`` rewritten every ``HEARTBEAT_S`` by a thread."""
+
+    def __init__(self, output: OutputStore, run_id: str) -> None:
+        self.output, self.stop = output, threading.Event()
+        pid = os.getpid()
+        self.record = {"run_id": run_id, "host": socket.gethostname(), "pid": pid, "pid_start": _start_time(pid)}
+        self._beat()
+        self.thread = threading.Thread(target=self._loop, name="output-lease", daemon=True)
+        self.thread.start()
+
+    def _beat(self, retried: bool = True) -> None:
+        self.output.write_json(OutputStore.LEASE, {**self.record, "heartbeat": time.time()}, retried=retried)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self._beat(retried=False)  # one attempt: release() must not wait out a retry window
+            except Exception:  # a missed beat only makes the lease look older; the commits report outages
+                pass
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lease: one attempt, never raising, so that a run
+        ending in a storage outage reports the outage (a lease left behind by a process that
+        has exited blocks no one on its host, and others for ``STALE_S``)."""
+        self.stop.set()
+        self.thread.join()
+        fs, root = self.output._fs()
+        try:
+            if json.loads(fs.cat_file(f"{root}/{OutputStore.LEASE}")).get("run_id") == self.record["run_id"]:
+                fs.rm_file(f"{root}/{OutputStore.LEASE}")
+        except Exception:
+            pass
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), tells a reused pid apart;
+    -1 for a zombie (exited, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return -1 if fields[0] == "Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _process_alive(pid, start) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start is None or _start_time(pid) in (None, start)

@@ -1,13 +1,14 @@
-"""Inputs of a batch job: list every image once, then fetch the bytes of any of them.
+"""Inputs of a batch job: list every image once, and account for every entry that is not one.
 
 Listing runs on the driver, before any cluster work; it turns one input URL into a table
-of work items (``ITEM_SCHEMA``), one row per image, sorted by ``image_uri``:
+of work items (``ITEM_SCHEMA``), one row per image, sorted by ``image_uri``, and an account
+of every entry it does not read (``Listing.skipped``, reasons in ``yolact_batch.io.inventory``):
 
 ============  =========================================================  ===========
 input         what is listed                                             ``kind``
 ============  =========================================================  ===========
-directory,    every image file below it, recursively (``IMAGE_SUFFIXES``) ``file``
-prefix, glob
+directory,    every image file below it, recursively: suffixes OpenCV    ``file``
+prefix, glob  reads (``IMAGE_SUFFIXES``; ``SourceOptions.image_suffixes``)
 manifest      one image URI per line (``.txt``/``.lst``/``.manifest``);   ``file``
               ``URI<TAB>image_id`` also accepted; nothing is listed
 tar shards    each image member of WebDataset-style ``.tar`` files,       ``range``
@@ -17,35 +18,40 @@ COCO          ``images[]`` of an annotation ``.json``, under              ``file
               ``image_root``; COCO ``image_id``s are kept
 ============  =========================================================  ===========
 
-Fetching (``fetch``) runs in the I/O stage of the pipeline and never raises for one
-image: a file deleted since listing, a short tar member or an unreadable row becomes an
-error string naming the cause. Transient storage errors are retried with backoff first.
-Nothing here imports Ray.
+A path that exists is read as a path, even with ``*?[`` in it; only a path that does not
+exist is tried as a glob pattern. One file is one image: local paths are normalised
+(``//``, ``/./``, ``file://``, links to a listed file), so two spellings never make two rows.
+
+The bytes of the work items are fetched by ``yolact_batch.io.reads.fetch``. Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import re
 import tarfile
-import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Callable, Iterable, TypeVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from yolact_batch.io.schema import failure_text
-from yolact_batch.io.storage import StorageOptions, filesystem
+from yolact_batch.core.preprocess import decodable_suffixes
+from yolact_batch.io.inventory import InputError, Skipped, glob_files, is_regular, walk
+from yolact_batch.io.manifests import manifest_entries
+from yolact_batch.io.storage import PERMANENT, StorageOptions, StorageUnavailable, filesystem, is_local, retry
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = decodable_suffixes()
 MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-T = TypeVar("T")
+TAR_SUFFIXES = (".tar",)
 FORMATS = ("auto", "images", "manifest", "tar", "parquet", "coco")
+# COCO file names: 12 digits, optionally after the 2014 prefix (COCO_val2014_000000184324.jpg).
+_COCO_NAME = re.compile(r"(?:COCO_[a-z]+[0-9]{4}_)?([0-9]{12})\.[A-Za-z0-9]+")
+_GLOB = re.compile(r"[*?[]")
 
 ITEM_SCHEMA = pa.schema(
     [
@@ -58,12 +64,10 @@ ITEM_SCHEMA = pa.schema(
         ("length", pa.int64()),  # tar: data size; Parquet: row within the row group
     ]
 )
-# Errors that retrying cannot fix: the image becomes an error row at once.
-_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, ValueError, KeyError)
 
 
-class InputError(ValueError):
-    """The input cannot be listed (missing, unreadable, empty, ambiguous); names the fix."""
+# Listing errors that retrying cannot fix (InputError is a ValueError, hence in PERMANENT).
+_LISTING_PERMANENT = (*PERMANENT, tarfile.TarError, pa.ArrowException, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,8 @@ class SourceOptions:
             ``bytes`` field as Hugging Face datasets write); default: the only such column.
         uri_column: Parquet: string column naming each image; default ``FILE#row=N``.
         id_column: Parquet: integer image-id column; default ``image_id`` when present.
+        image_suffixes: file suffixes listed as images in folders and tar shards
+            (lower case, with the dot); None: ``IMAGE_SUFFIXES``, what this OpenCV reads.
     """
 
     format: str = "auto"
@@ -85,16 +91,58 @@ class SourceOptions:
     image_column: str | None = None
     uri_column: str | None = None
     id_column: str | None = None
+    image_suffixes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise InputError(f"unknown input format {self.format!r}; expected one of {list(FORMATS)}")
+        bad = [s for s in self.image_suffixes or () if not re.fullmatch(r"\.[a-z0-9]+", s)]
+        if bad or self.image_suffixes == ():
+            raise InputError(f"image suffixes must be lower-case like '.jpg' and at least one, got {bad or '[]'}")
+
+    @property
+    def suffixes(self) -> tuple[str, ...]:
+        return self.image_suffixes if self.image_suffixes is not None else IMAGE_SUFFIXES
+
+
+def image_suffixes(spec: str) -> tuple[str, ...]:
+    """Suffixes from a ``--image-suffixes`` value: ``.jpg,.png`` (exactly these), or changes to
+    the default: ``+.heic`` adds, ``-.gif`` removes (``+.heic,-.gif``)."""
+    parts = [p.strip().lower() for p in spec.split(",") if p.strip()]
+    if all(p[0] in "+-" for p in parts):
+        found = set(IMAGE_SUFFIXES)
+        for p in parts:
+            name = p[1:] if p[1:].startswith(".") else "." + p[1:]
+            found = found | {name} if p[0] == "+" else found - {name}
+        return tuple(sorted(found))
+    if any(p[0] in "+-" for p in parts):
+        raise InputError(
+            f"--image-suffixes {spec!r}: give either a list (.jpg,.png) or changes (+.heic,-.gif), not both"
+        )
+    return tuple(sorted({p if p.startswith(".") else "." + p for p in parts}))
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What ``list_inputs`` found.
+
+    Attributes:
+        items: work items (``ITEM_SCHEMA``), one per image, sorted by ``image_uri``.
+        skipped: entries of the input not read, by reason, with example names.
+        ids_dropped: images whose name-derived ``image_id`` another image shares: set to null.
+    """
+
+    items: pa.Table
+    skipped: Skipped = field(default_factory=Skipped)
+    ids_dropped: int = 0
 
 
 def image_id_from_name(name: str) -> int | None:
-    """COCO-style names (``000000184324.jpg``, ``x/000000184324.jpg``) carry their image id."""
-    stem = posixpath.basename(name.rpartition("#")[2]).split(".")[0]
-    return int(stem) if stem.isdigit() and len(stem) < 19 else None
+    """The COCO image id an unambiguous COCO file name carries: ``000000184324.jpg``,
+    ``COCO_val2014_000000184324.jpg``, also as the last part of a path, URL or tar member;
+    None for any other name (``2023.01.05.jpg``, ``12.jpg``, ``².jpg``)."""
+    match = _COCO_NAME.fullmatch(posixpath.basename(name.rpartition("#")[2]))
+    return int(match.group(1)) if match else None
 
 
 def list_inputs(
@@ -102,18 +150,23 @@ def list_inputs(
     options: SourceOptions = SourceOptions(),
     storage: StorageOptions = StorageOptions(),
     limit: int | None = None,
-) -> pa.Table:
-    """Work items (``ITEM_SCHEMA``) for every image of ``url``, sorted by ``image_uri``.
+    exclude: tuple[str, ...] = (),
+) -> Listing:
+    """Work items for every image of ``url``, and every entry not read, by reason.
 
-    ``limit`` keeps the first ``limit`` images of that order, so a rerun with the same
-    limit finishes the same set.
+    ``limit`` keeps the first ``limit`` images of the sorted order, so a rerun with the same
+    limit finishes the same set. ``exclude``: folders (URLs) never listed, e.g. the job's output.
+    Storage failures are retried (``storage.retry``).
 
     Raises:
         InputError: missing or unreadable input, nothing to process, or an ambiguous format.
+        StorageUnavailable: the storage failed for longer than its retry window.
     """
     fs, path = _fs(url, storage)
-    try:
-        files, fmt = _resolve(fs, url, path, options)
+
+    def attempt() -> tuple[list[dict], str, Skipped]:
+        skipped = Skipped()
+        files, fmt = _resolve(fs, url, path, options, exclude, skipped)
         lister: Callable[..., Iterable[dict]] = {
             "images": _image_items,
             "manifest": _manifest_items,
@@ -121,22 +174,56 @@ def list_inputs(
             "parquet": _parquet_items,
             "coco": _coco_items,
         }[fmt]
-        rows = list(lister(fs, url, files, options, storage))
-    except InputError:
+        return list(lister(fs, url, files, options, storage, skipped)), fmt, skipped
+
+    try:
+        rows, fmt, skipped = retry(attempt, f"listing {url}", storage.retry_window_s, permanent=_LISTING_PERMANENT)
+    except (InputError, StorageUnavailable):
         raise
     except FileNotFoundError as exc:
         raise InputError(f"input {url}: not found ({exc})") from None
     except (OSError, ValueError, tarfile.TarError, pa.ArrowException) as exc:
         raise InputError(f"input {url}: cannot be read ({type(exc).__name__}: {exc})") from None
+    rows = _unique(rows, url, skipped)
     if not rows:
         raise InputError(
-            f"input {url}: no images to process (format {fmt}; image suffixes {', '.join(IMAGE_SUFFIXES)})"
+            f"input {url}: no images to process (format {fmt}; image suffixes {', '.join(options.suffixes)})"
+            + (f"; skipped {skipped.line()}" if skipped.total else "")
         )
+    dropped = _drop_shared_ids(rows)
     table = pa.Table.from_pylist(rows, schema=ITEM_SCHEMA).sort_by("image_uri")
-    uris = table["image_uri"]
-    if pc.count_distinct(uris).as_py() != len(uris):
-        raise InputError(f"input {url}: lists some images more than once; each image must appear once")
-    return table.slice(0, limit) if limit is not None else table
+    return Listing(table.slice(0, limit) if limit is not None else table, skipped, dropped)
+
+
+def _unique(rows: list[dict], url: str, skipped: Skipped) -> list[dict]:
+    """One row per image: a file named twice (two manifest lines, two spellings) is read once;
+    a tar member or Parquet row named twice is ambiguous."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        uri = row["image_uri"]
+        if uri not in seen:
+            seen.add(uri)
+            out.append(row)
+        elif row["kind"] == "file":
+            skipped.add("listed more than once", uri)
+        else:
+            raise InputError(f"input {url}: {uri} is listed more than once; each image must appear once")
+    return out
+
+
+def _drop_shared_ids(rows: list[dict]) -> int:
+    """Ids are unique per output or absent: a name-derived id another row also has becomes null."""
+    counts: dict[int, int] = {}
+    for row in rows:
+        if row["image_id"] is not None:
+            counts[row["image_id"]] = counts.get(row["image_id"], 0) + 1
+    dropped = 0
+    for row in rows:
+        if row.pop("named") and counts.get(row["image_id"], 0) > 1:
+            row["image_id"] = None
+            dropped += 1
+    return dropped
 
 
 def _fs(url: str, storage: StorageOptions) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -157,43 +244,80 @@ def _suffix(path: str) -> str:
     return posixpath.splitext(path)[1].lower()
 
 
-def _resolve(fs, url: str, path: str, options: SourceOptions) -> tuple[list[str], str]:
-    """The files of the input and its format."""
-    if any(ch in path for ch in "*?["):
-        files = sorted(p for p in fs.glob(path) if fs.isfile(p))
-        if not files:
-            raise InputError(f"input {url}: the pattern matches no files")
-    elif fs.isfile(path):
-        files = [path]
+def _resolve(
+    fs, url: str, path: str, options: SourceOptions, exclude: tuple[str, ...], skipped: Skipped
+) -> tuple[list[str], str]:
+    """The files of the input and its format; entries not read go to ``skipped``."""
+    if fs.isfile(path):
+        _check_regular(fs, url, path)
+        files, folder = [path], False
     elif fs.isdir(path):
-        files = sorted(p for p in fs.find(path) if not posixpath.basename(p).startswith("."))
-        if not files:
+        files, folder = walk(fs, path, exclude, skipped), True
+        if not files and not skipped.total:
             raise InputError(f"input {url}: the directory is empty")
+    elif is_local(fs) and os.path.lexists(path):
+        if os.path.exists(path):
+            _check_regular(fs, url, path)
+        raise InputError(f"input {url}: a dangling link (its target does not exist); give a file or folder of images")
+    elif _GLOB.search(path):  # only a path that does not exist is a pattern
+        files, folder = glob_files(fs, path, skipped), True
+        if not files:
+            raise InputError(f"input {url}: no such file or directory, and as a pattern it matches no files")
     else:
         raise InputError(f"input {url}: no such file or directory")
-    if options.format != "auto":
-        if options.format == "coco" and options.image_root is None:
-            raise InputError("COCO input needs --image-root: the directory or prefix its file_name entries are under")
-        return (_keep(files, IMAGE_SUFFIXES) if options.format == "images" else files), options.format
+    fmt = options.format
+    if fmt == "coco" and options.image_root is None:
+        raise InputError(
+            f"input {url}: COCO input needs --image-root: the directory or prefix its file_name entries are under"
+        )
+    if fmt in ("manifest", "coco"):
+        return files, fmt
     by_kind = {
-        "images": _keep(files, IMAGE_SUFFIXES),
-        "tar": _keep(files, (".tar",)),
+        "images": _keep(files, options.suffixes),
+        "tar": _keep(files, TAR_SUFFIXES),
         "parquet": _keep(files, PARQUET_SUFFIXES),
-        "manifest": _keep(files, MANIFEST_SUFFIXES),
-        "coco": _keep(files, (".json",)),
     }
-    single = len(files) == 1 and not fs.isdir(path)
-    for kind in ("images", "tar", "parquet") + (("manifest", "coco") if single else ()):
-        if by_kind[kind]:
-            if kind == "coco" and options.image_root is None:
-                raise InputError(f"input {url}: a COCO annotation file needs --image-root (where its images are)")
-            return by_kind[kind], kind
-    if any(f.endswith((".tar.gz", ".tgz")) for f in files):
-        raise InputError(f"input {url}: compressed tar shards cannot be read by offset; use uncompressed .tar")
-    raise InputError(
-        f"input {url}: cannot tell what to read (no {', '.join(IMAGE_SUFFIXES)} images, .tar shards or "
-        ".parquet files); pass --input-format"
-    )
+    if fmt == "auto" and not folder:
+        for kind, suffixes in (("manifest", MANIFEST_SUFFIXES), ("coco", (".json",))):
+            if _keep(files, suffixes):
+                if kind == "coco" and options.image_root is None:
+                    raise InputError(f"input {url}: a COCO annotation file needs --image-root (where its images are)")
+                return files, kind
+    if fmt == "auto":
+        fmt = next((kind for kind in ("images", "tar", "parquet") if by_kind[kind]), None)
+        if fmt is None:
+            if any(f.endswith((".tar.gz", ".tgz")) for f in files):
+                raise InputError(f"input {url}: compressed tar shards cannot be read by offset; use uncompressed .tar")
+            raise InputError(
+                f"input {url}: cannot tell what to read (no {', '.join(options.suffixes)} images, .tar shards or "
+                ".parquet files" + (f"; skipped {skipped.line()}" if skipped.total else "") + "); pass --input-format"
+                " or --image-suffixes"
+            )
+    if fmt == "images" and not folder:  # a file named as an image is read as one, whatever its suffix
+        return files, fmt
+    chosen = set(by_kind[fmt])
+    base = path.rstrip("/")
+    for f in files:
+        if f not in chosen:
+            skipped.add(_not_read(f, fmt, options), posixpath.relpath(f, base) if folder else f)
+    return by_kind[fmt], fmt
+
+
+def _not_read(path: str, fmt: str, options: SourceOptions) -> str:
+    """The skip reason of a file the chosen format does not read."""
+    suffix = _suffix(path)
+    if fmt != "tar" and suffix in TAR_SUFFIXES:
+        return "tar shard (read shards with --input-format tar)"
+    if fmt != "parquet" and suffix in PARQUET_SUFFIXES:
+        return "Parquet file (read them with --input-format parquet)"
+    if fmt == "images":
+        return "not an image suffix (--image-suffixes widens the list)"
+    return f"not a {fmt} file"
+
+
+def _check_regular(fs, url: str, path: str) -> None:
+    if is_local(fs) and not is_regular(path):
+        raise InputError(f"input {url}: not a regular file (a FIFO, socket or device); give a file or folder of images")
 
 
 def _keep(files: list[str], suffixes: tuple[str, ...]) -> list[str]:
@@ -208,59 +332,59 @@ def _item(
     member: str | None = None,
     offset: int = -1,
     length: int = -1,
+    named: bool = False,
 ) -> dict:
+    """A work item; ``named``: its ``image_id`` came from the name (dropped if another image shares it)."""
     return dict(
-        image_uri=image_uri, image_id=image_id, kind=kind, source=source, member=member, offset=offset, length=length
+        image_uri=image_uri,
+        image_id=image_id,
+        kind=kind,
+        source=source,
+        member=member,
+        offset=offset,
+        length=length,
+        named=named and image_id is not None,
     )
 
 
-def _join(base: str, relative: str) -> str:
-    """``base/relative`` normalised (``./a.jpg`` and ``a.jpg`` are one image), keeping ``s3://``."""
-    protocol, sep, path = base.rpartition("://")
-    return f"{protocol}{sep}{posixpath.normpath(posixpath.join(path, relative))}"
+def _named(uri: str, kind: str = "file", **kw) -> dict:
+    return _item(uri, image_id_from_name(uri), kind, kw.pop("source", uri), named=True, **kw)
 
 
-def _image_items(fs, url, files, options, storage):
+def _image_items(fs, url, files, options, storage, skipped):
     for f in files:
-        uri = _uri(fs, url, f)
-        yield _item(uri, image_id_from_name(f), "file", uri)
+        yield _named(_uri(fs, url, f))
 
 
-def _manifest_items(fs, url, files, options, storage):
+def _manifest_items(fs, url, files, options, storage, skipped):
+    local_style = "file://" if url.startswith("file://") else ""
     for f in files:
         base = posixpath.dirname(_uri(fs, url, f))
-        for number, line in enumerate(fs.cat_file(f).decode("utf-8").splitlines(), 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            entry, _, ident = line.partition("\t")
-            if "://" not in entry and not entry.startswith("/"):
-                entry = _join(base, entry)
-            try:
-                image_id = int(ident) if ident.strip() else image_id_from_name(entry)
-            except ValueError:
-                raise InputError(f"{f} line {number}: image id {ident!r} is not an integer") from None
-            yield _item(entry, image_id, "file", entry)
+        for uri, image_id in manifest_entries(fs.cat_file(f), f, base, local_style, storage, skipped):
+            yield _named(uri) if image_id is None else _item(uri, image_id, "file", uri)
 
 
-def _tar_items(fs, url, files, options, storage):
+def _tar_items(fs, url, files, options, storage, skipped):
     for f in files:
         uri = _uri(fs, url, f)
         with fs.open(f, "rb", block_size=1 << 16) as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
             for member in tar:
-                if member.isfile() and _suffix(member.name) in IMAGE_SUFFIXES:
-                    yield _item(
+                if not member.isfile():
+                    continue
+                if _suffix(member.name) in options.suffixes:
+                    yield _named(
                         f"{uri}#{member.name}",
-                        image_id_from_name(member.name),
                         "range",
-                        uri,
-                        member.name,
-                        member.offset_data,
-                        member.size,
+                        source=uri,
+                        member=member.name,
+                        offset=member.offset_data,
+                        length=member.size,
                     )
+                else:
+                    skipped.add("tar member not an image", f"{posixpath.basename(f)}#{member.name}")
 
 
-def _parquet_items(fs, url, files, options, storage):
+def _parquet_items(fs, url, files, options, storage, skipped):
     for f in files:
         uri = _uri(fs, url, f)
         with fs.open(f, "rb") as handle:
@@ -301,7 +425,7 @@ def _image_column(schema: pa.Schema, wanted: str | None, uri: str) -> str:
     return candidates[0]
 
 
-def _coco_items(fs, url, files, options, storage):
+def _coco_items(fs, url, files, options, storage, skipped):
     root = options.image_root.rstrip("/")
     root_fs, root_path = _fs(root, storage)
     for f in files:
@@ -311,97 +435,6 @@ def _coco_items(fs, url, files, options, storage):
             raise InputError(f"{_uri(fs, url, f)}: not a COCO annotation file ({exc})") from None
         for image in images:
             name = image["file_name"]
-            path = name if "://" in name else posixpath.join(root_path, name)
+            path = name if "://" in name else posixpath.normpath(posixpath.join(root_path, name))
             uri = name if "://" in name else _uri(root_fs, root, path)
             yield _item(uri, int(image["id"]), "file", uri)
-
-
-def fetch(
-    items: pa.Table,
-    storage: StorageOptions = StorageOptions(),
-    *,
-    threads: int = 8,
-    attempts: int = 4,
-    backoff_s: float = 0.5,
-) -> tuple[list[bytes | None], list[str | None]]:
-    """Bytes of each work item, or the error that prevented reading it.
-
-    Returns ``(data, errors)``, aligned with ``items``: exactly one of ``data[i]``,
-    ``errors[i]`` is None. Transient errors (connection, timeouts, 5xx) are retried
-    ``attempts`` times with exponential backoff; missing files are not.
-    """
-    rows = items.to_pylist()
-    groups: dict[tuple, list[int]] = {}
-    for i, row in enumerate(rows):  # one read per Parquet row group, one per image otherwise
-        key = (row["source"], row["offset"]) if row["kind"] == "parquet" else (i,)
-        groups.setdefault(key, []).append(i)
-    data: list[bytes | None] = [None] * len(rows)
-    errors: list[str | None] = [None] * len(rows)
-
-    def work(indices: list[int]) -> None:
-        try:
-            values = retry_io(lambda: _read(rows, indices, storage), attempts, backoff_s)
-            for i, value in zip(indices, values):
-                data[i] = value
-        except Exception as exc:  # one bad image must not fail its block
-            for i in indices:
-                errors[i] = _describe(exc, rows[i]["source"])
-
-    with ThreadPoolExecutor(max(1, min(threads, len(groups)))) as pool:
-        list(pool.map(work, groups.values()))
-    return data, errors
-
-
-def _read(rows: list[dict], indices: list[int], storage: StorageOptions) -> list[bytes]:
-    first = rows[indices[0]]
-    fs, path = filesystem(first["source"], storage)
-    if first["kind"] == "file":
-        return [fs.cat_file(path)]
-    if first["kind"] == "range":
-        start, size = first["offset"], first["length"]
-        blob = fs.cat_file(path, start=start, end=start + size)
-        if len(blob) != size:
-            raise ValueError(
-                f"tar member {first['member']!r}: expected {size} bytes, read {len(blob)} (shard changed?)"
-            )
-        return [blob]
-    column = first["member"]
-    with fs.open(path, "rb") as handle:
-        table = pq.ParquetFile(handle).read_row_group(first["offset"], columns=[column])
-    values = table[column]
-    if pa.types.is_struct(values.type):
-        values = pc.struct_field(values, "bytes")
-    out = []
-    for i in indices:
-        value = values[rows[i]["length"]].as_py()
-        out.append(b"" if value is None else value)
-    return out
-
-
-def retry_io(
-    call: Callable[[], T],
-    attempts: int = 4,
-    backoff_s: float = 0.5,
-    permanent: tuple[type[BaseException], ...] = _PERMANENT,
-) -> T:
-    """``call()``, retried with exponential backoff (0.5, 1, 2, ... s) on transient storage
-    errors (an object store restarting, connection resets, timeouts); ``permanent`` errors
-    are raised at once."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except permanent:
-            raise
-        except Exception:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(backoff_s * 2**attempt)
-    raise AssertionError("unreachable")
-
-
-def _describe(exc: Exception, source: str) -> str:
-    if isinstance(exc, FileNotFoundError):
-        return f"read failed: {source} no longer exists (deleted after listing?)"
-    if isinstance(exc, IsADirectoryError):
-        return f"read failed: {source} is a directory"
-    return failure_text("read", exc)

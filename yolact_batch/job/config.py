@@ -18,6 +18,7 @@ from yolact_batch.core.metadata import load_sidecar
 from yolact_batch.core.postprocess import Postprocessor
 from yolact_batch.core.settings import InferenceRequest
 from yolact_batch.io.commit import OutputStore
+from yolact_batch.io.inventory import Skipped
 from yolact_batch.io.schema import ModelRef
 from yolact_batch.io.sources import SourceOptions
 from yolact_batch.io.storage import StorageOptions, model_digest, read_bytes
@@ -68,6 +69,14 @@ class Resources:
             raise ValueError(f"actor-memory must be > 0 GiB, got {self.actor_memory_gb}")
         if self.gpus_per_actor == 0 and self.cpus_per_actor == 0:
             raise ValueError("a model actor needs a CPU or GPU share: cpus-per-actor or gpus-per-actor > 0")
+        if self.backend.backend == "torch":
+            # Ray shows an actor only the GPUs it reserved: the device follows --gpus-per-actor.
+            device = self.backend.device
+            if device == "auto":
+                device = "cuda" if self.gpus_per_actor > 0 else "cpu"
+                object.__setattr__(self, "backend", replace(self.backend, device=device))
+            elif device.startswith("cuda") and self.gpus_per_actor == 0:
+                raise ValueError(f"--device {device} needs --gpus-per-actor > 0: Ray gives an actor no GPU otherwise")
 
     @property
     def batch_size(self) -> int:
@@ -131,6 +140,7 @@ class ModelSpec:
     sidecar: str | None
     backend: BackendOptions
     input_size: int
+    request: InferenceRequest = InferenceRequest()
 
     def load(self) -> Backend:
         """Read the model, check it is the file the driver validated, open the backend."""
@@ -141,7 +151,9 @@ class ModelSpec:
         side = (
             load_sidecar(read_bytes(self.sidecar, self.storage).decode(), origin=self.sidecar) if self.sidecar else None
         )
-        return open_backend(blob, origin=self.url, options=self.backend, metadata=side, storage=self.storage)
+        return open_backend(
+            blob, origin=self.url, options=self.backend, metadata=side, storage=self.storage, request=self.request
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +170,8 @@ class Plan:
     skipped: int
     output: OutputStore
     run_id: str
+    not_read: Skipped = field(default_factory=Skipped)  # entries of the input not read, by reason
+    lease: object = field(default=None, repr=False, compare=False)  # io.commit.Lease of this driver; run() releases it
 
 
 class Executed(NamedTuple):

@@ -23,11 +23,11 @@ import ray
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.heads import GRAPH_OUTPUTS, RAW_OUTPUTS, GraphHeads, PackedDetections, RawHeads
 from yolact_batch.core.postprocess import Postprocessor
-from yolact_batch.core.preprocess import ImageDecodeError, decode_image, preprocess
-from yolact_batch.io.commit import OutputStore
+from yolact_batch.core.preprocess import ImageDecodeError, decode_image, decode_peak_bytes, preprocess
+from yolact_batch.io.commit import OutputStore, Superseded
+from yolact_batch.io.reads import fetch
 from yolact_batch.io.schema import ModelRef, error_row, failure_text, ok_row, rows_to_table
-from yolact_batch.io.sources import fetch
-from yolact_batch.io.storage import StorageOptions
+from yolact_batch.io.storage import StorageOptions, StorageUnavailable
 from yolact_batch.job.columns import (
     DATA,
     ERROR,
@@ -65,7 +65,7 @@ def build_pipeline(plan: Plan) -> ray.data.Dataset:
         fn_kwargs=dict(config=plan.model_config, max_pixels=cfg.inference.max_pixels),
         batch_format="pyarrow",
         num_cpus=r.decode_cpus,
-        memory=_decode_memory(block, plan.model_config),
+        memory=decode_memory(block, plan.model_config, cfg.inference.max_pixels),
     )
     # GPU (or CPU): the network, in an actor pool that loads the model once per actor.
     ds = ds.map_batches(
@@ -101,14 +101,16 @@ def read_block_size(images: int, r: Resources) -> int:
     return max(1, min(r.read_block, math.ceil(images / (4 * r.actors[1]))))
 
 
-def _decode_memory(images: int, config: ModelConfig) -> int:
-    """Bytes a decode task holds: a worker process (~200 MiB with OpenCV), float32 inputs,
-    and as much again for decoded images.
+def decode_memory(images: int, config: ModelConfig, max_pixels: int) -> int:
+    """Bytes a decode task of ``images`` images holds at its peak: a worker process (~200 MiB
+    with OpenCV), the block's float32 inputs twice (built, then handed to Arrow), and the
+    decode of the largest image it accepts (``preprocess.decode_peak_bytes``: 16 B/pixel, 2.9
+    GB at the default 179 Mpx limit; lower ``--max-pixels`` to declare less).
 
     Declaring it also keeps decoding in its own CPU tasks: Ray Data fuses a task stage
     into the next (actor) stage only when their resource requests are equal.
     """
-    return 200 * 2**20 + images * 2 * 3 * config.input_size**2 * 4
+    return 200 * 2**20 + images * 2 * 3 * config.input_size**2 * 4 + decode_peak_bytes(max_pixels)
 
 
 def _actor_memory(r: Resources) -> dict:
@@ -258,8 +260,16 @@ def local_cpus(r: Resources) -> int:
     return (os.cpu_count() or 1) + math.ceil(r.actors[1] * r.cpus_per_actor)
 
 
-def check_capacity(r: Resources, cluster: dict[str, float]) -> None:
-    """Refuse a pool the cluster cannot hold while still running the CPU stages."""
+def check_capacity(
+    r: Resources, cluster: dict[str, float], decode_bytes: int = 0, largest_node_memory: float | None = None
+) -> None:
+    """Refuse a pool the cluster cannot hold while still running the CPU stages, and a decode
+    task (``decode_bytes`` declared) no node has the memory for."""
+    if largest_node_memory is not None and decode_bytes > largest_node_memory:
+        raise RuntimeError(
+            f"a decode task declares {decode_bytes / 2**30:.1f} GiB (images up to --max-pixels) and the largest node "
+            f"has {largest_node_memory / 2**30:.1f} GiB for tasks: lower --max-pixels or --read-block, or add memory"
+        )
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
     need = r.actors[1] * r.cpus_per_actor + r.decode_cpus + r.io_cpus
     if need > cpus:
@@ -281,6 +291,17 @@ def check_capacity(r: Resources, cluster: dict[str, float]) -> None:
         )
 
 
+def _known_cause(exc: BaseException) -> BaseException | None:
+    """Our own error inside a Ray task error (``RayTaskError.cause``, ``__cause__`` chains)."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, (StorageUnavailable, Superseded)) and not isinstance(exc, ray.exceptions.RayError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+        seen += 1
+    return None
+
+
 def execute(plan: Plan, log: Callable[[str], None]) -> Executed:
     """Run the pipeline on a cluster (joined, or a local one started here)."""
     r = plan.config.resources
@@ -291,16 +312,31 @@ def execute(plan: Plan, log: Callable[[str], None]) -> Executed:
     elif started:
         ray.init(address="local", num_cpus=local_cpus(r), include_dashboard=False)
     try:
-        check_capacity(r, ray.cluster_resources())
+        block = read_block_size(plan.todo.num_rows, r)
+        nodes = [n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")]
+        check_capacity(
+            r,
+            ray.cluster_resources(),
+            decode_memory(block, plan.model_config, plan.config.inference.max_pixels),
+            max(nodes) if nodes else None,
+        )
         ctx = ray.data.DataContext.get_current()
         ctx.execution_no_progress_timeout_s = r.stall_timeout_s
         ctx.enable_progress_bars = True
         ctx.max_errored_blocks = 0
+        ctx.raise_original_map_exception = True  # our StorageUnavailable/Superseded, not UserCodeException
         committed = files = 0
         ds = build_pipeline(plan)
-        for result in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            committed += sum(result["rows"].to_pylist())
-            files += result.num_rows
+        try:
+            for result in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                committed += sum(result["rows"].to_pylist())
+                files += result.num_rows
+        except Exception as exc:
+            known = _known_cause(exc)
+            if known is None:
+                raise
+            # One line naming the fix: not Ray's traceback, nor the retry advice it appends to the message.
+            raise type(known)(str(known).split("\n")[0]) from None
         log(f"segment: committed {committed} images in {files} files")
         return Executed(committed, model_busy_s(ds))
     finally:

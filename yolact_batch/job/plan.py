@@ -20,13 +20,14 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import pyarrow.compute as pc
 
 from yolact_batch.io.commit import OutputStore
 from yolact_batch.io.sources import list_inputs
+from yolact_batch.io.storage import filesystem
 from yolact_batch.job.config import Executed, JobConfig, ModelSpec, Plan, absolute_url
 
 FORMAT_VERSION = 1
@@ -42,6 +43,8 @@ class Summary:
 
     ``model_busy_s``: seconds the model actors spent on batches (summed over actors; None
     when not measured): against ``wall_s`` it says how busy the GPUs were kept.
+    ``not_read``: entries of the input that are not images to read, by reason:
+    ``{reason: {"count": n, "examples": [names]}}`` (``io.inventory.Skipped.to_dict``).
     """
 
     images: int
@@ -53,6 +56,7 @@ class Summary:
     skipped: int
     wall_s: float
     model_busy_s: float | None = None
+    not_read: dict = field(default_factory=dict)
 
     @property
     def images_per_s(self) -> float:
@@ -64,29 +68,41 @@ class Summary:
             f"segment: {self.images} images ({self.images_ok} ok, {self.images_error} errors), "
             f"{self.instances} instances in {self.files} files; this run processed {self.processed}, "
             f"skipped {self.skipped} already committed, in {self.wall_s:.1f}s ({self.images_per_s:.2f} img/s{busy}) "
-            f"-> {output}"
+            f"-> {output}" + (f"; input entries not read: {_not_read_line(self.not_read)}" if self.not_read else "")
         )
+
+
+def _not_read_line(not_read: dict) -> str:
+    return ", ".join(f"{v['count']} {reason} ({', '.join(v['examples'])})" for reason, v in sorted(not_read.items()))
 
 
 def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> Plan:
     """Every check that can fail, before any cluster work: model, input, output ownership.
 
     Raises:
-        FileNotFoundError, ValueError (``InputError``, ``JobConflict``): with one clear message.
+        FileNotFoundError, ValueError (``InputError``, ``JobConflict``, ``OutputBusy``, ``CorruptOutput``, a model
+        that is a folder, an output that is a file, an input inside the output), ``StorageUnavailable``: each with
+        one line naming the file and the fix.
     """
-    from yolact_batch.backends.factory import BackendOptions
     from yolact_batch.model import YolactModel
 
     config = config.absolute()
+    _check_places(config)
     res = config.resources
-    # The driver may have no GPU: it validates the model with ONNX Runtime on the CPU.
+    # The driver may have no GPU: it validates the model on the CPU (ONNX Runtime, or torch in fp32).
     model = YolactModel(
         config.model, request=config.inference, sidecar=config.sidecar, storage=config.storage,
-        backend=BackendOptions(intra_op_threads=1, batch_size=res.batch_size),
+        backend=res.backend.on_cpu(),
     )  # fmt: skip
-    items = list_inputs(config.input, config.source, config.storage, limit=config.limit)
+    listing = list_inputs(config.input, config.source, config.storage, limit=config.limit, exclude=(config.output,))
+    items = listing.items
     log(f"segment: {items.num_rows} images listed from {config.input}")
+    if listing.skipped.total:
+        log(f"segment: {listing.skipped.total} input entries not read: {listing.skipped.line()}")
+    if listing.ids_dropped:
+        log(f"segment: {listing.ids_dropped} images get no image_id: their file names give an id another image has")
     output = OutputStore(config.output, config.storage)
+    output.check_not_busy()
     identity = {
         "input": config.input, "source": asdict(config.source), "model": model.ref.to_dict(),
         "settings": asdict(model.settings), "max_pixels": config.inference.max_pixels,
@@ -96,6 +112,17 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
         run_id = _claim(output, identity, config.overwrite)
     except OSError as exc:
         raise RuntimeError(f"output {config.output}: cannot be written ({type(exc).__name__}: {exc})") from None
+    lease = output.hold_lease(run_id)
+    try:
+        return _plan(config, model, items, listing.skipped, output, run_id, lease, log)
+    except BaseException:
+        lease.release()
+        raise
+
+
+def _plan(config, model, items, not_read, output, run_id, lease, log) -> Plan:
+    """The rest of ``prepare``, once this run owns the output: repair, resume, the model spec."""
+    res = config.resources
     removed = output.remove_temporaries()
     if removed:
         log(f"segment: removed {removed} temporary files of an interrupted run")
@@ -110,9 +137,28 @@ def prepare(config: JobConfig, log: Callable[[str], None] = lambda m: None) -> P
     spec = ModelSpec(
         url=config.model, digest=model.ref.digest, storage=config.storage, sidecar=config.sidecar,
         backend=replace(res.backend, engine_cache=engine_cache), input_size=model.config.input_size,
+        request=config.inference,
     )  # fmt: skip
     return Plan(config, spec, model.config, model.postprocessor, model.ref, todo, items.num_rows,
-                items.num_rows - todo.num_rows, output, run_id)  # fmt: skip
+                items.num_rows - todo.num_rows, output, run_id, not_read, lease)  # fmt: skip
+
+
+def _check_places(config: JobConfig) -> None:
+    """The model is a file, the output is not, and the input is not inside the output."""
+    fs, path = filesystem(config.model, config.storage)
+    if fs.isdir(path):
+        raise ValueError(f"model {config.model} is a directory; --model takes the .onnx file")
+    fs, path = filesystem(config.output, config.storage)
+    if fs.isfile(path):
+        raise ValueError(
+            f"output {config.output} is a file; --output takes a folder or prefix (it will hold "
+            "predictions/, _job.json and _SUCCESS)"
+        )
+    if (config.input.rstrip("/") + "/").startswith(config.output.rstrip("/") + "/"):
+        raise ValueError(
+            f"input {config.input} is inside the output {config.output}; the job would read its own "
+            "files: choose an --output outside the input"
+        )
 
 
 def _claim(output: OutputStore, identity: dict, overwrite: bool) -> str:
@@ -120,7 +166,7 @@ def _claim(output: OutputStore, identity: dict, overwrite: bool) -> str:
     previous = output.read_manifest()
     if previous is not None and not overwrite:
         old = {k: previous.get(k) for k in identity}
-        if old != identity:
+        if _differences(old, identity):  # a setting added since, at its default (None), is no difference
             changed = ", ".join(f"{k} {_short(a)} -> {_short(b)}" for k, a, b in _differences(old, identity))
             raise JobConflict(
                 f"{output.url} holds predictions of another job ({changed}). Use another --output, "
@@ -178,6 +224,7 @@ def finish(plan: Plan, processed: int, wall_s: float, model_busy_s: float | None
         skipped=plan.skipped,
         wall_s=wall_s,
         model_busy_s=model_busy_s,
+        not_read=plan.not_read.to_dict(),
     )
     plan.output.write_success(
         {
@@ -195,14 +242,17 @@ def run(config: JobConfig, log: Callable[[str], None] = lambda m: print(m, file=
     """Run the job to completion: validate, process what is not committed yet, write ``_SUCCESS``."""
     start = time.perf_counter()
     plan = prepare(config, log)
-    executed = Executed(0)
-    if plan.todo.num_rows:
-        log(f"segment: {plan.skipped} of {plan.listed} images already committed; processing {plan.todo.num_rows}")
-        from yolact_batch.job.pipeline import execute
+    try:
+        executed = Executed(0)
+        if plan.todo.num_rows:
+            log(f"segment: {plan.skipped} of {plan.listed} images already committed; processing {plan.todo.num_rows}")
+            from yolact_batch.job.pipeline import execute
 
-        executed = execute(plan, log)
-    else:
-        log(f"segment: all {plan.listed} images already committed; nothing to run")
-    summary = finish(plan, executed.committed, time.perf_counter() - start, executed.model_busy_s)
+            executed = execute(plan, log)
+        else:
+            log(f"segment: all {plan.listed} images already committed; nothing to run")
+        summary = finish(plan, executed.committed, time.perf_counter() - start, executed.model_busy_s)
+    finally:
+        plan.lease.release()
     log(summary.line(config.output))
     return summary

@@ -10,6 +10,7 @@ config is an error that names the file and, where the weights tell, the config t
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,15 +36,21 @@ def load_checkpoint(path: str | Path, config: ModelConfig) -> Yolact:
         ValueError: the file is not a readable torch state dict, or its keys / shapes do not
             match ``config`` (the message lists some offending keys and suggests a config).
     """
-    path = Path(path)
-    state = read_state_dict(path)
+    return load_state(read_state_dict(Path(path)), config, origin=str(path))
+
+
+def load_state(state: Mapping[str, torch.Tensor], config: ModelConfig, *, origin: str) -> Yolact:
+    """``Yolact`` for ``config`` with ``state`` loaded strictly (legacy keys dropped, eval mode).
+
+    ``origin`` names the weights in error messages (a path or URL).
+    """
     model = build_network(config)
     expected = model.state_dict()
     state = drop_legacy_keys(state)
     for key, value in expected.items():
         if key not in state and key.startswith(OPTIONAL_PREFIXES):
             state[key] = value
-    _check_layout(path, state, expected, config)
+    _check_layout(origin, state, expected, config)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -79,20 +86,29 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The tensors stored in ``path`` (a plain state dict, or one under ``state_dict``/``model``)."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return state_dict_of(torch_load_bytes(path.read_bytes(), origin=str(path)), origin=str(path))
+
+
+def torch_load_bytes(data: bytes, *, origin: str) -> object:
+    """``torch.load`` of a file's bytes on the CPU, tensors only (``weights_only``)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for bad files
-        raise ValueError(f"{path}: {_load_failure(path, exc)}") from exc
+        raise ValueError(f"{origin}: {_load_failure(data[:4], exc)}") from exc
+
+
+def state_dict_of(obj: object, *, origin: str) -> dict[str, torch.Tensor]:
+    """The state dict in a loaded checkpoint: ``obj`` itself, or the one under ``state_dict``/``model``."""
     if isinstance(obj, Mapping):
         for wrapper in ("state_dict", "model"):
             if isinstance(obj.get(wrapper), Mapping):
                 obj = obj[wrapper]
                 break
     if not isinstance(obj, Mapping) or not obj:
-        raise ValueError(f"{path}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+        raise ValueError(f"{origin}: expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
     not_tensors = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise ValueError(f"{path}: not a state dict: entries {not_tensors[:_SHOWN]} are not tensors")
+        raise ValueError(f"{origin}: not a state dict: entries {not_tensors[:_SHOWN]} are not tensors")
     return dict(obj)
 
 
@@ -124,19 +140,19 @@ def suggest_config(state: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def _check_layout(
-    path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], config: ModelConfig
+    origin: str, state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], config: ModelConfig
 ) -> None:
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     if not any(k.startswith(("fpn.", "prediction_layers.")) for k in state):
         raise ValueError(
-            f"{path}: not a YOLACT checkpoint (no 'fpn.*' or 'prediction_layers.*' weights; "
+            f"{origin}: not a YOLACT checkpoint (no 'fpn.*' or 'prediction_layers.*' weights; "
             f"first keys: {list(state)[:_SHOWN]})"
         )
     if missing or unexpected:
         hint = suggest_config(state)
         raise ValueError(
-            f"{path}: weights do not match config {config.name!r} ({config.backbone}): "
+            f"{origin}: weights do not match config {config.name!r} ({config.backbone}): "
             f"{len(missing)} missing keys {missing[:_SHOWN]}, {len(unexpected)} unexpected keys "
             f"{unexpected[:_SHOWN]}." + (f" The checkpoint {hint}." if hint else "")
         )
@@ -145,7 +161,7 @@ def _check_layout(
         hint = _class_hint(state, config)
         shown = ", ".join(f"{k} {got} (config expects {want})" for k, got, want in wrong[:_SHOWN])
         raise ValueError(
-            f"{path}: {len(wrong)} tensors have the wrong shape for config {config.name!r}: {shown}."
+            f"{origin}: {len(wrong)} tensors have the wrong shape for config {config.name!r}: {shown}."
             + (f" {hint}" if hint else "")
         )
 
@@ -164,10 +180,8 @@ def _class_hint(state: Mapping[str, torch.Tensor], config: ModelConfig) -> str |
     )
 
 
-def _load_failure(path: Path, exc: Exception) -> str:
-    """Why ``torch.load`` failed, in words, with what to do about it."""
-    with path.open("rb") as f:
-        header = f.read(4)
+def _load_failure(header: bytes, exc: Exception) -> str:
+    """Why ``torch.load`` failed on a file starting with ``header``, in words, with what to do about it."""
     reason = f"{type(exc).__name__}: {_first_line(exc)}"
     if "Weights only load failed" in str(exc) and (header.startswith(b"PK") or header[:1] == b"\x80"):
         return (
@@ -185,3 +199,15 @@ def _load_failure(path: Path, exc: Exception) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else "no message"
+
+
+def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """The config a checkpoint was trained with, read from its tensors' names and shapes.
+
+    Placeholder until config inference lands: always raises, naming the likely config.
+    """
+    hint = suggest_config(state)
+    raise ValueError(
+        "the config cannot be inferred from the weights yet: pass --config NAME (e.g. yolact_base, "
+        "yolact_resnet50)" + (f"; this checkpoint {hint}" if hint else "")
+    )
