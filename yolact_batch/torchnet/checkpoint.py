@@ -19,7 +19,7 @@ import torch
 
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.overrides import ConfigOverrides
-from yolact_batch.torchnet.checkpoint_layout import read_layout
+from yolact_batch.torchnet.checkpoint_layout import NotYolactError, read_layout
 from yolact_batch.torchnet.config_from_weights import DEFAULT_CONFIG, ResolvedConfig, resolve_config
 from yolact_batch.torchnet.network import Yolact, build_network
 
@@ -72,14 +72,18 @@ def config_for_checkpoint(
     """
     path = Path(path)
     state = drop_legacy_keys(read_state_dict(path))
-    layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, str(path))
+    return _resolve_state(
+        state, str(path), path.stem, config_name=config_name, overrides=overrides, class_names=class_names,
+        category_ids=category_ids, class_origin=class_origin,
+    )  # fmt: skip
+
+
+def _resolve_state(state: Mapping[str, torch.Tensor], origin: str, name: str, **options) -> ResolvedConfig:
+    layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, origin)
     try:
-        return resolve_config(
-            layout, config_name=config_name, overrides=overrides, class_names=class_names,
-            category_ids=category_ids, class_origin=class_origin, name=path.stem,
-        )  # fmt: skip
+        return resolve_config(layout, name=name, **options)
     except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
+        raise ValueError(f"{origin}: {exc}") from exc
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -201,13 +205,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
-def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """The config a checkpoint was trained with, read from its tensors' names and shapes.
+def infer_config(state: Mapping[str, torch.Tensor], *, origin: str = "checkpoint") -> ModelConfig:
+    """The config of a state dict: what its tensors' names and shapes determine, official defaults
+    for the rest (``config_from_weights.resolve_config``; a custom config is named after ``origin``).
 
-    Placeholder until config inference lands: always raises, naming the likely config.
+    Raises:
+        ValueError: not YOLACT, or the defaults do not fit (e.g. a custom class count: the
+            message says to name the classes); messages start with ``origin``.
     """
-    hint = suggest_config(state)
-    raise ValueError(
-        "the config cannot be inferred from the weights yet: pass --config NAME (e.g. yolact_base, "
-        "yolact_resnet50)" + (f"; this checkpoint {hint}" if hint else "")
-    )
+    try:
+        return _resolve_state(drop_legacy_keys(state), origin, Path(origin).stem).config
+    except NotYolactError:
+        raise
+    except ValueError as exc:  # what only export's options can say: point there
+        raise ValueError(
+            f"{exc}. Running a .pth directly uses the official defaults; for a custom checkpoint, run "
+            "`yolact-batch export --checkpoint ... --class-names ... [--overrides ...]` (ONNX), or pass --sidecar"
+        ) from None
