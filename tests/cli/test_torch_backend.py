@@ -45,7 +45,7 @@ def test_predict_from_pth_reproduces_golden_json(golden_checkpoint, tmp_path, co
 def test_predict_from_custom_pth_without_config_says_to_name_the_classes(golden_checkpoint, tmp_path):
     import torch
 
-    from tests.cli.test_export_custom import KEPT, keep_classes
+    from tests.custom_checkpoint import KEPT, keep_classes
     from yolact_batch.core.coco import COCO_CATEGORY_IDS
 
     state = torch.load(golden_checkpoint("yolact_resnet50"), map_location="cpu", weights_only=True)
