@@ -71,7 +71,8 @@ def exported(golden_checkpoint, tmp_path_factory):
     def export(name: str, contract: str) -> Path:
         if (name, contract) not in models:
             path = folder / f"{name}_{contract}.onnx"
-            models[name, contract] = export_onnx(golden_checkpoint(name), name, path, contract=contract)
+            # No config: read from the weights, as `yolact-batch export` without --config does.
+            models[name, contract] = export_onnx(golden_checkpoint(name), None, path, contract=contract)
         return models[name, contract]
 
     return export

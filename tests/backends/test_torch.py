@@ -143,8 +143,11 @@ def test_cuda_without_gpu_says_why():
     assert resolve_device("auto") == "cpu"
 
 
-def test_official_checkpoint_without_config_asks_for_one(official_bytes):
-    with pytest.raises(ValueError, match=r"shapes\.pth: .*pass --config"):
+def test_custom_checkpoint_without_config_asks_for_its_classes(official_bytes):
+    # The shapes model's network is read from the weights; its 3 class names are not in them.
+    with pytest.raises(
+        ValueError, match=r"shapes\.pth: checkpoint predicts \d+ classes .*yolact-batch export --checkpoint"
+    ):
         TorchBackend(official_bytes, origin="shapes.pth", options=TorchOptions(device="cpu"))
 
 

@@ -15,21 +15,16 @@ pytest.importorskip("torch")
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def exported_by_cli(golden_checkpoint, tmp_path_factory):
+@pytest.fixture(scope="module", params=["--config", "no-config"])
+def exported_by_cli(request, golden_checkpoint, tmp_path_factory):
+    """The golden checkpoint exported with --config yolact_resnet50, and with the config read from the weights."""
     out = tmp_path_factory.mktemp("cli") / "yolact_resnet50.onnx"
-    cmd = [
-        str(BIN / "yolact-batch"),
-        "export",
-        "--checkpoint",
-        str(golden_checkpoint("yolact_resnet50")),
-        "--config",
-        "yolact_resnet50",
-        "--output",
-        str(out),
-    ]
+    config = ["--config", "yolact_resnet50"] if request.param == "--config" else []
+    checkpoint = str(golden_checkpoint("yolact_resnet50"))
+    cmd = [str(BIN / "yolact-batch"), "export", "--checkpoint", checkpoint, *config, "--output", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
+    assert "name           yolact_resnet50\n" in result.stderr  # the official config, not a custom one
     return out
 
 

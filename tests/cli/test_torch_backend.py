@@ -25,11 +25,12 @@ def golden_folder(root: Path, ids) -> Path:
     return root
 
 
-def test_predict_from_pth_reproduces_golden_json(golden_checkpoint, tmp_path):
+@pytest.mark.parametrize("config", [["--config", "yolact_resnet50"], []], ids=["config", "from-weights"])
+def test_predict_from_pth_reproduces_golden_json(golden_checkpoint, tmp_path, config):
     images = golden_folder(tmp_path / "images", GOLDEN_IDS["yolact_resnet50"])
     out = tmp_path / "preds.jsonl"
     cmd = [str(BIN / "yolact-batch"), "predict", "--backend", "torch", "--model", str(golden_checkpoint("yolact_resnet50")),
-           "--config", "yolact_resnet50", *sorted(map(str, images.iterdir())), "--output", str(out)]  # fmt: skip
+           *config, *sorted(map(str, images.iterdir())), "--output", str(out)]  # fmt: skip
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -41,15 +42,21 @@ def test_predict_from_pth_reproduces_golden_json(golden_checkpoint, tmp_path):
         assert_same_detections(row["instances"], reference)
 
 
-def test_predict_from_pth_without_config_says_to_pass_one(golden_checkpoint, tmp_path):
+def test_predict_from_custom_pth_without_config_says_to_name_the_classes(golden_checkpoint, tmp_path):
+    import torch
+
+    from tests.custom_checkpoint import KEPT, keep_classes
+    from yolact_batch.core.coco import COCO_CATEGORY_IDS
+
+    state = torch.load(golden_checkpoint("yolact_resnet50"), map_location="cpu", weights_only=True)
+    path = tmp_path / "custom_3.pth"
+    torch.save(keep_classes(state, [c for c, _, _ in KEPT], COCO_CATEGORY_IDS), path)
     images = golden_folder(tmp_path / "images", GOLDEN_IDS["yolact_resnet50"][:1])
-    path = golden_checkpoint("yolact_resnet50")
     cmd = [str(BIN / "yolact-batch"), "predict", "--backend", "torch", "--model", str(path), str(images)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if result.returncode == 0:
-        pytest.skip("the config was inferred from the weights (infer_config exists): nothing to refuse")
-    assert result.returncode == 2 and str(path) in result.stderr and "--config" in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert str(path) in result.stderr and "checkpoint predicts 3 classes (+ background)" in result.stderr
+    assert "yolact-batch export --checkpoint ... --class-names" in result.stderr
 
 
 def as_reference(row: dict) -> dict:

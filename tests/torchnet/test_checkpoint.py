@@ -60,9 +60,14 @@ def test_drop_legacy_keys():
 @pytest.mark.parametrize(
     ("name", "hint"),
     [
-        ("yolact_base", "23-block layer3: use --config yolact_base"),
-        ("yolact_resnet50", "6-block layer3: use --config yolact_resnet50"),
-        ("yolact_darknet53", "DarkNet-53 backbone: use --config yolact_darknet53"),
+        ("yolact_base", "has a ResNet-101 (23-block layer3) backbone: export without --config"),
+        ("yolact_im700", "read from the weights) or use --config yolact_base (or yolact_im400 / yolact_im700"),
+        ("yolact_resnet50", "ResNet-50 (6-block layer3) backbone: export without --config (the config is read"),
+        (
+            "yolact_darknet53",
+            "DarkNet-53 backbone: export without --config (the config is read from the weights) "
+            "or use --config yolact_darknet53",
+        ),
     ],
 )
 def test_suggest_config(name, hint):

@@ -118,8 +118,11 @@ def test_model_io_and_metadata(exported, golden_checkpoint, contract):
 
 def test_greedy_refused_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="Fast NMS only"):
-        export_onnx(
-            tmp_path / "missing.pth", "yolact_resnet50", tmp_path / "m.onnx", detect=DetectSettings(nms="greedy")
+        export_onnx(  # a given ModelConfig: nothing is read before the settings are checked
+            tmp_path / "missing.pth",
+            get_config("yolact_resnet50"),
+            tmp_path / "m.onnx",
+            detect=DetectSettings(nms="greedy"),
         )
     with pytest.raises(ValueError, match="contract must be"):
         export_onnx(tmp_path / "missing.pth", "yolact_resnet50", tmp_path / "m.onnx", contract="nms")

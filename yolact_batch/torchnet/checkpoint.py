@@ -5,6 +5,7 @@ dropped here too: old duplicate backbone names (``backbone.layer1...``, not ``ba
 and the extra FPN downsample convs of v1.0 weights (``fpn.downsample_layers.N`` with ``N >= 2``).
 The training-only ``semantic_seg_conv`` may be missing. Anything else that does not match the
 config is an error that names the file and, where the weights tell, the config to use instead.
+``config_for_checkpoint`` reads the config from the weights instead (see ``config_from_weights``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from pathlib import Path
 import torch
 
 from yolact_batch.core.configs import ModelConfig
-from yolact_batch.torchnet.network import RESNET_BLOCKS, Yolact, build_network
+from yolact_batch.core.overrides import ConfigOverrides
+from yolact_batch.torchnet.checkpoint_layout import NotYolactError, read_layout
+from yolact_batch.torchnet.config_from_weights import DEFAULT_CONFIG, ResolvedConfig, resolve_config
+from yolact_batch.torchnet.network import Yolact, build_network
 
 OPTIONAL_PREFIXES = ("semantic_seg_conv.",)
 _FPN_DOWNSAMPLE = re.compile(r"^fpn\.downsample_layers\.(\d+)\.")
@@ -49,6 +53,37 @@ def load_state(state: Mapping[str, torch.Tensor], config: ModelConfig, *, origin
     _check_layout(origin, state, expected, config)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def config_for_checkpoint(
+    path: str | Path,
+    *,
+    config_name: str | None = None,
+    overrides: ConfigOverrides = ConfigOverrides(),
+    class_names: tuple[str, ...] | None = None,
+    category_ids: tuple[int, ...] | None = None,
+    class_origin: str = "--class-names",
+) -> ResolvedConfig:
+    """``config_from_weights.resolve_config`` for the checkpoint file at ``path`` (named after the file when custom).
+
+    Raises:
+        FileNotFoundError, ValueError: as ``read_state_dict`` and ``resolve_config``;
+            every message starts with the file name.
+    """
+    path = Path(path)
+    state = drop_legacy_keys(read_state_dict(path))
+    return _resolve_state(
+        state, str(path), path.stem, config_name=config_name, overrides=overrides, class_names=class_names,
+        category_ids=category_ids, class_origin=class_origin,
+    )  # fmt: skip
+
+
+def _resolve_state(state: Mapping[str, torch.Tensor], origin: str, name: str, **options) -> ResolvedConfig:
+    layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, origin)
+    try:
+        return resolve_config(layout, name=name, **options)
+    except ValueError as exc:
+        raise ValueError(f"{origin}: {exc}") from exc
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -95,29 +130,17 @@ def drop_legacy_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def suggest_config(state: Mapping[str, torch.Tensor]) -> str | None:
-    """A hint naming the official config(s) whose layout matches ``state``, or None."""
-    if any(k.startswith("backbone._preconv.") for k in state):
-        return "has a DarkNet-53 backbone: use --config yolact_darknet53"
-    blocks = _stage_blocks(state)
-    if len(blocks) == 4:
-        if tuple(blocks) == RESNET_BLOCKS["resnet101"]:
-            return (
-                f"has a ResNet-101 backbone with a {blocks[2]}-block layer3: use --config yolact_base "
-                "(or yolact_im400 / yolact_im700, trained for other input sizes)"
-            )
-        if tuple(blocks) == RESNET_BLOCKS["resnet50"]:
-            return f"has a ResNet-50 backbone with a {blocks[2]}-block layer3: use --config yolact_resnet50"
-    return None
-
-
-def _stage_blocks(state: Mapping[str, torch.Tensor]) -> list[int]:
-    """Number of residual blocks in each backbone stage, from ``backbone.layers.<stage>.<block>``."""
-    counts: dict[int, int] = {}
-    for key in state:
-        parts = key.split(".")
-        if len(parts) > 3 and parts[:2] == ["backbone", "layers"] and parts[2].isdigit() and parts[3].isdigit():
-            counts[int(parts[2])] = max(counts.get(int(parts[2]), 0), int(parts[3]) + 1)
-    return [counts[s] for s in sorted(counts)]
+    """A hint naming the network ``state`` holds and the official config for it, or None."""
+    try:
+        layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, "checkpoint")
+    except ValueError:
+        return None
+    name = DEFAULT_CONFIG[layout.backbone, layout.is_plus]
+    also = " (or yolact_im400 / yolact_im700, trained for other input sizes)" if name == "yolact_base" else ""
+    return (
+        f"has a {'YOLACT++ ' if layout.is_plus else ''}{layout.describe_backbone()} backbone: export without "
+        f"--config (the config is read from the weights) or use --config {name}{also}"
+    )
 
 
 def _check_layout(
@@ -148,17 +171,16 @@ def _check_layout(
 
 
 def _class_hint(state: Mapping[str, torch.Tensor], config: ModelConfig) -> str | None:
-    conf = state.get("prediction_layers.0.conf_layer.weight")
-    anchors = config.priors.anchors_per_location
-    if conf is None or conf.shape[0] % anchors:
+    try:
+        layout = read_layout({k: tuple(v.shape) for k, v in state.items()}, "checkpoint")
+    except ValueError:
         return None
-    num_classes = conf.shape[0] // anchors
-    if num_classes == config.num_classes:
+    if layout.num_classes == config.num_classes:
         return None
     return (
-        f"The checkpoint predicts {num_classes} classes ({num_classes - 1} + background) but the config has "
-        f"{config.num_classes}: build the config with {num_classes - 1} class names "
-        "(yolact_batch.core.configs.with_classes)."
+        f"The checkpoint predicts {layout.num_classes} classes ({layout.num_classes - 1} + background) but the "
+        f"config has {config.num_classes}: export it with --class-names naming {layout.num_classes - 1} classes "
+        "(or build the config with yolact_batch.core.configs.with_classes)."
     )
 
 
@@ -183,13 +205,20 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else "no message"
 
 
-def infer_config(state: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """The config a checkpoint was trained with, read from its tensors' names and shapes.
+def infer_config(state: Mapping[str, torch.Tensor], *, origin: str = "checkpoint") -> ModelConfig:
+    """The config of a state dict: what its tensors' names and shapes determine, official defaults
+    for the rest (``config_from_weights.resolve_config``; a custom config is named after ``origin``).
 
-    Placeholder until config inference lands: always raises, naming the likely config.
+    Raises:
+        ValueError: not YOLACT, or the defaults do not fit (e.g. a custom class count: the
+            message says to name the classes); messages start with ``origin``.
     """
-    hint = suggest_config(state)
-    raise ValueError(
-        "the config cannot be inferred from the weights yet: pass --config NAME (e.g. yolact_base, "
-        "yolact_resnet50)" + (f"; this checkpoint {hint}" if hint else "")
-    )
+    try:
+        return _resolve_state(drop_legacy_keys(state), origin, Path(origin).stem).config
+    except NotYolactError:
+        raise
+    except ValueError as exc:  # what only export's options can say: point there
+        raise ValueError(
+            f"{exc}. Running a .pth directly uses the official defaults; for a custom checkpoint, run "
+            "`yolact-batch export --checkpoint ... --class-names ... [--overrides ...]` (ONNX), or pass --sidecar"
+        ) from None

@@ -7,7 +7,7 @@ Our model file (``.pt``) is one ``torch.save`` of a plain dict::
 It holds only strings and tensors, so it loads with ``weights_only=True`` like the official
 files, and it carries its config (any config, also one with other classes or a small
 backbone), so it runs without ``--config``. An official ``.pth`` carries no config: pass one,
-or leave it to ``infer_config``.
+or leave it to ``infer_config`` (the weights' network, official defaults for the rest).
 """
 
 from __future__ import annotations
@@ -76,10 +76,7 @@ def resolve_config(weights: Weights, config: ModelConfig | None) -> ModelConfig:
         return own
     if config is not None:
         return config
-    try:
-        return infer_config(weights.state_dict)
-    except ValueError as exc:
-        raise ValueError(f"{weights.origin}: {exc}") from None
+    return infer_config(weights.state_dict, origin=weights.origin)
 
 
 def load_network(weights: Weights, config: ModelConfig) -> Yolact:

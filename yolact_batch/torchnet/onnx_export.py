@@ -18,14 +18,14 @@ from yolact_batch.core.configs import ModelConfig, get_config
 from yolact_batch.core.heads import INPUT_NAME, MASK_SCORES, output_names
 from yolact_batch.core.metadata import ModelMetadata
 from yolact_batch.core.settings import DetectSettings
-from yolact_batch.torchnet.checkpoint import load_checkpoint
+from yolact_batch.torchnet.checkpoint import config_for_checkpoint, load_checkpoint
 from yolact_batch.torchnet.deform_conv import DCN, DEFORM_CONV_OPSET, register_onnx_symbolic
 from yolact_batch.torchnet.graph import GraphHead, YolactGraph
 
 
 def export_onnx(
     checkpoint_path: str | Path,
-    config: str | ModelConfig,
+    config: str | ModelConfig | None,
     output_path: str | Path,
     *,
     contract: str = "graph",
@@ -39,7 +39,9 @@ def export_onnx(
 
     Args:
         checkpoint_path: official-layout ``.pth`` state dict.
-        config: an official config name (``yolact_base``...) or a ``ModelConfig``.
+        config: a ``ModelConfig`` (used as it is), an official config name (``yolact_base``...:
+            checked against the weights) or None (the config the weights determine, official
+            defaults for the rest; see ``config_from_weights``).
         output_path: where to write the ``.onnx`` file (replaced atomically).
         contract: ``"raw"`` (loc, conf, mask, proto out) or ``"graph"`` (detections out).
         detect: NMS settings baked into a ``graph`` model (``method`` must be ``"fast"``);
@@ -57,25 +59,17 @@ def export_onnx(
     """
     import onnx  # optional dependency (the "export" extra)
 
-    if isinstance(config, str):
-        config = get_config(config)
+    if isinstance(config, str):  # a named config's settings are checked before the checkpoint is read
+        _check_settings(get_config(config), contract, detect, deform_conv, opset)
+    elif config is None and contract not in ("graph", "raw"):
+        raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
+    if not isinstance(config, ModelConfig):
+        config = config_for_checkpoint(checkpoint_path, config_name=config).config
+    opset = _check_settings(config, contract, detect, deform_conv, opset)
     checkpoint_path = Path(checkpoint_path)
     output_path = Path(output_path)
-    if contract == "graph":
-        GraphHead.check_settings(detect)
-    elif contract == "raw":
+    if contract == "raw":
         score_threshold, crop_masks = 0.0, True
-        if config.mask_rescoring:
-            raise ValueError(
-                f"config {config.name!r} is YOLACT++: its mask re-scoring net runs on each detection's cropped "
-                "mask inside the model, which the raw contract cannot carry; export the graph contract "
-                "(--contract graph, the default) instead"
-            )
-    else:
-        raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
-    if deform_conv not in ("onnx", "decomposed"):
-        raise ValueError(f"deform_conv must be 'onnx' or 'decomposed', got {deform_conv!r}")
-    opset = _opset(config, opset, decomposed=deform_conv == "decomposed")
     names = output_names(contract, config.mask_rescoring)
     network = load_checkpoint(checkpoint_path, config)
     for layer in network.modules():
@@ -127,6 +121,26 @@ def export_onnx(
     finally:
         partial.unlink(missing_ok=True)
     return output_path
+
+
+def _check_settings(
+    config: ModelConfig, contract: str, detect: DetectSettings, deform_conv: str, opset: int | None
+) -> int:
+    """Refuse export settings ``config`` cannot have; return the opset to export with."""
+    if contract == "graph":
+        GraphHead.check_settings(detect)
+    elif contract == "raw":
+        if config.mask_rescoring:
+            raise ValueError(
+                f"config {config.name!r} is YOLACT++: its mask re-scoring net runs on each detection's cropped "
+                "mask inside the model, which the raw contract cannot carry; export the graph contract "
+                "(--contract graph, the default) instead"
+            )
+    else:
+        raise ValueError(f"contract must be 'raw' or 'graph', got {contract!r}")
+    if deform_conv not in ("onnx", "decomposed"):
+        raise ValueError(f"deform_conv must be 'onnx' or 'decomposed', got {deform_conv!r}")
+    return _opset(config, opset, decomposed=deform_conv == "decomposed")
 
 
 def _opset(config: ModelConfig, opset: int | None, *, decomposed: bool) -> int:
