@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from yolact_batch.torchnet.checkpoint_layout import CheckpointLayout, NotYolactError, dcn_blocks, read_layout
+from yolact_batch.core.configs import dcn_blocks
+from yolact_batch.torchnet.checkpoint_layout import CheckpointLayout, NotYolactError, read_layout
 
 
 def _layout_json(golden_dir, file: str, name: str) -> dict[str, tuple[int, ...]]:

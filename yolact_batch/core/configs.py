@@ -73,6 +73,16 @@ class PriorConfig:
         return sum(s * s for s in self.conv_sizes) * self.anchors_per_location
 
 
+def dcn_blocks(num_blocks: int, dcn_layers: int, dcn_interval: int = 1) -> frozenset[int]:
+    """Indices of the blocks of one backbone stage that use a deformable conv, by the reference's
+    rule (``ResNetBackbone._make_layer``): block 0 when ``dcn_layers >= num_blocks``; block
+    ``i >= 1`` when ``i + dcn_layers >= num_blocks`` and ``i % dcn_interval == 0``."""
+    first = {0} if dcn_layers >= num_blocks else set()
+    return frozenset(
+        first | {i for i in range(1, num_blocks) if i + dcn_layers >= num_blocks and i % dcn_interval == 0}
+    )
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything a runtime needs to know about a YOLACT model besides its weights.
@@ -147,10 +157,7 @@ class ModelConfig:
         """Whether ``backbone.layers.<stage>.<block>`` is deformable (the reference's
         ``ResNetBackbone._make_layer``: block 0 iff ``dcn_layers >= num_blocks``, block ``i >= 1``
         iff ``i + dcn_layers >= num_blocks`` and ``i % dcn_interval == 0``)."""
-        n = self.dcn_layers[stage]
-        if block == 0:
-            return n >= num_blocks
-        return block + n >= num_blocks and block % self.dcn_interval == 0
+        return block in dcn_blocks(num_blocks, self.dcn_layers[stage], self.dcn_interval)
 
     @property
     def num_classes(self) -> int:

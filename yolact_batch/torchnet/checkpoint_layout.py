@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from yolact_batch.core.configs import dcn_blocks
+
 Shapes = Mapping[str, tuple[int, ...]]
 
 # (blocks per stage, residual block) of the backbones the torch twin builds.
@@ -230,18 +232,6 @@ def _dcn(shapes: Shapes, blocks: tuple[int, ...], origin: str) -> tuple[tuple[in
     raise ValueError(
         f"{origin}: deformable convs in blocks {shown} follow no (dcn_layers, dcn_interval) rule of the reference's "
         "ResNetBackbone; such a backbone is not supported"
-    )
-
-
-def dcn_blocks(num_blocks: int, dcn_layers: int, dcn_interval: int) -> frozenset[int]:
-    """Indices of the blocks of one stage that use a deformable conv, by the reference's rule.
-
-    Block 0 has one when ``dcn_layers >= num_blocks``; block ``i >= 1`` when
-    ``i + dcn_layers >= num_blocks`` and ``i % dcn_interval == 0``.
-    """
-    first = {0} if dcn_layers >= num_blocks else set()
-    return frozenset(
-        first | {i for i in range(1, num_blocks) if i + dcn_layers >= num_blocks and i % dcn_interval == 0}
     )
 
 

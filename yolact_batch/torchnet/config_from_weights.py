@@ -13,11 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from yolact_batch.core.configs import OFFICIAL_CONFIGS, ModelConfig, PriorConfig, feature_map_sizes, get_config
+from yolact_batch.core.configs import (
+    OFFICIAL_CONFIGS,
+    ModelConfig,
+    PriorConfig,
+    dcn_blocks,
+    feature_map_sizes,
+    get_config,
+)
 from yolact_batch.core.overrides import ConfigOverrides
 from yolact_batch.torchnet.checkpoint_layout import (
     CheckpointLayout,
-    dcn_blocks,
     describe_backbone,
 )
 
