@@ -62,8 +62,11 @@ def golden_checkpoint(golden_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def exported(golden_checkpoint, tmp_path_factory):
-    """``exported(name, contract) -> Path``: the golden checkpoint exported to ONNX, once per session."""
-    from yolact_batch.torchnet import export_onnx
+    """``exported(name, contract) -> Path``: the golden checkpoint exported to ONNX, once per session,
+    by the command users run: ``yolact-batch export --checkpoint C.pth -o m.onnx`` without ``--config``
+    (the config is read from the weights)."""
+    import subprocess
+    import sys
 
     folder = tmp_path_factory.mktemp("onnx")
     models: dict[tuple[str, str], Path] = {}
@@ -71,8 +74,11 @@ def exported(golden_checkpoint, tmp_path_factory):
     def export(name: str, contract: str) -> Path:
         if (name, contract) not in models:
             path = folder / f"{name}_{contract}.onnx"
-            # No config: read from the weights, as `yolact-batch export` without --config does.
-            models[name, contract] = export_onnx(golden_checkpoint(name), None, path, contract=contract)
+            cmd = [sys.executable, "-m", "yolact_batch.cli", "export", "--checkpoint", str(golden_checkpoint(name)),
+                   "-o", str(path), "--contract", contract]  # fmt: skip
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0 and path.is_file(), result.stderr
+            models[name, contract] = path
         return models[name, contract]
 
     return export
