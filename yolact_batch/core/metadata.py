@@ -131,18 +131,24 @@ def load_sidecar(text: str, *, origin: str) -> ModelMetadata:
     The smallest useful sidecar for an official raw-head export is
     ``{"config": "yolact_base", "contract": "raw"}``.
     """
-    stripped = text.lstrip()
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{origin}: sidecar is not valid JSON: {exc}") from exc
-    else:
+    data = parse_json_or_toml(text, origin=f"{origin} (sidecar)")
+    data.setdefault("contract", "raw")
+    return ModelMetadata.from_dict(data, origin=origin)
+
+
+def parse_json_or_toml(text: str, *, origin: str, toml: bool | None = None) -> Any:
+    """The data of a small settings file: JSON, or TOML (``toml=None``: TOML unless the text
+    starts with ``{``). Errors name ``origin``."""
+    if toml is None:
+        toml = not text.lstrip().startswith("{")
+    if toml:
         import tomllib
 
         try:
-            data = tomllib.loads(text)
+            return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{origin}: sidecar is not valid TOML: {exc}") from exc
-    data.setdefault("contract", "raw")
-    return ModelMetadata.from_dict(data, origin=origin)
+            raise ValueError(f"{origin} is neither JSON nor valid TOML: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{origin} is not valid JSON: {exc}") from exc

@@ -15,13 +15,13 @@ weights instead) are ignored with a warning naming them; anything else is refuse
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from yolact_batch.core.metadata import parse_json_or_toml
 from yolact_batch.core.settings import DetectSettings
 
 # Keys whose one supported value is the official one: any other value is refused with the reason.
@@ -124,18 +124,9 @@ def read_overrides(path: str | Path) -> ConfigOverrides:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read overrides file {path}: {exc}") from exc
-    if path.suffix.lower() == ".toml" or not text.lstrip().startswith("{"):
-        import tomllib
-
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"overrides file {path} is neither JSON nor valid TOML: {exc}") from exc
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"overrides file {path} is not valid JSON: {exc}") from exc
+    data = parse_json_or_toml(
+        text, origin=f"overrides file {path}", toml=True if path.suffix.lower() == ".toml" else None
+    )
     return parse_overrides(data, origin=str(path))
 
 
