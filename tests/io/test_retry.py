@@ -72,7 +72,9 @@ def test_an_outage_longer_than_the_window_raises_and_records_no_error(s3):
     assert "not found" in errors[0]
     proxy.outage(30)
     start = time.monotonic()
-    with pytest.raises(StorageUnavailable, match=r"reading s3://data/images/\d+\.jpg: storage unavailable for 2 s"):
+    # Reads run in threads: whichever image's read gives up first is named (during the outage the
+    # deleted one cannot be told from the others either).
+    with pytest.raises(StorageUnavailable, match=r"reading s3://data/images/[\w.-]+\.jpg: storage unavailable for 2 s"):
         fetch(items, storage)
     assert 2 <= time.monotonic() - start < 10  # botocore adds no retries of its own
 
