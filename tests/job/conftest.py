@@ -138,6 +138,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def small_stages(actors: int) -> list[str]:
+    """``segment`` stage options that give a few images many commit units and read blocks, on
+    ``actors`` model actors of half a CPU each, with one ONNX Runtime thread."""
+    return [
+        "--batch-size", "2", "--commit-size", "2", "--actors", str(actors), "--cpus-per-actor", "0.5",
+        "--intra-op-threads", "1", "--read-block", "2", "--stall-timeout", "120",
+    ]  # fmt: skip
+
+
 def segment_cmd(*args: str, script: bool = False) -> list[str]:
     entry = [str(REPO / "jobs" / "segment.py")] if script else ["-m", "yolact_batch.cli", "segment"]
     return [sys.executable, *entry, *map(str, args)]

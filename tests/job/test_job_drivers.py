@@ -4,25 +4,10 @@ and the first driver finishes undisturbed (a real Ray cluster, two real drivers)
 import os
 import signal
 
-from tests.job.conftest import jpeg_images, read_rows, run_segment, start_segment, success, wait_for
+from tests.job.conftest import jpeg_images, read_rows, run_segment, small_stages, start_segment, success, wait_for
 
 IMAGES = 16
-STAGES = [
-    "--batch-size",
-    "2",
-    "--commit-size",
-    "2",
-    "--actors",
-    "1",
-    "--cpus-per-actor",
-    "0.5",
-    "--intra-op-threads",
-    "1",
-    "--read-block",
-    "2",
-    "--stall-timeout",
-    "120",
-]
+STAGES = small_stages(actors=1)
 
 
 def test_a_second_driver_on_a_live_output_is_refused_at_start(ray_cluster, slow_model_path, tmp_path):

@@ -7,27 +7,12 @@ import signal
 import pyarrow.parquet as pq
 import pytest
 
-from tests.job.conftest import jpeg_images, read_rows, run_segment, start_segment, success, wait_for
+from tests.job.conftest import jpeg_images, read_rows, run_segment, small_stages, start_segment, success, wait_for
 
 IMAGES = 32
 # Two actors on a CPU cluster, one ONNX Runtime thread each, small batches and commits:
 # many commit units, and a model slow enough (~0.2 s per image) to act in the middle.
-STAGES = [
-    "--batch-size",
-    "2",
-    "--commit-size",
-    "2",
-    "--actors",
-    "2",
-    "--cpus-per-actor",
-    "0.5",
-    "--intra-op-threads",
-    "1",
-    "--read-block",
-    "2",
-    "--stall-timeout",
-    "120",
-]
+STAGES = small_stages(actors=2)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import signal
 
 import pyarrow.dataset as pads
 
-from tests.job.conftest import jpeg_images, start_segment, wait_for
+from tests.job.conftest import jpeg_images, small_stages, start_segment, wait_for
 
 IMAGES = 24
 
@@ -38,20 +38,7 @@ def test_s3_in_s3_out_survives_a_server_restart_mid_job(ray_cluster, s3_server, 
         s3_server.endpoint,
         "--address",
         ray_cluster.address,
-        "--batch-size",
-        "2",
-        "--commit-size",
-        "2",
-        "--actors",
-        "2",
-        "--cpus-per-actor",
-        "0.5",
-        "--intra-op-threads",
-        "1",
-        "--read-block",
-        "2",
-        "--stall-timeout",
-        "120",
+        *small_stages(actors=2),
         log=log,
     )
     try:

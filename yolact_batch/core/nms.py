@@ -140,6 +140,18 @@ def fast_nms_on_demand(
     return idx, scores_of(idx).argmax(axis=0).astype(np.int64), best
 
 
+def _dense_fast_nms(boxes, scores, best_scores, iou_threshold, top_k, max_detections, *, cross_class):
+    """``fast_nms_on_demand`` over whole arrays, their shapes checked first."""
+    _check_inputs(boxes, scores, best_scores)
+    if scores.shape[0] == 0 or scores.shape[1] == 0:
+        return _empty()
+    best = scores.max(axis=0) if best_scores is None else best_scores
+    return fast_nms_on_demand(
+        boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold=iou_threshold, top_k=top_k,
+        max_detections=max_detections, cross_class=cross_class,
+    )  # fmt: skip
+
+
 def fast_nms(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -164,11 +176,7 @@ def fast_nms(
     Returns:
         ``(indices int64[K], classes int64[K], scores float32[K])``, best score first.
     """
-    _check_inputs(boxes, scores, best_scores)
-    if scores.shape[0] == 0 or scores.shape[1] == 0:
-        return _empty()
-    best = scores.max(axis=0) if best_scores is None else best_scores
-    return _fast_nms_by_score(boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold, top_k, max_detections)
+    return _dense_fast_nms(boxes, scores, best_scores, iou_threshold, top_k, max_detections, cross_class=False)
 
 
 def cross_class_fast_nms(
@@ -190,14 +198,7 @@ def cross_class_fast_nms(
     Returns:
         ``(indices int64[K], classes int64[K], scores float32[K])``, best score first.
     """
-    _check_inputs(boxes, scores, best_scores)
-    if scores.shape[0] == 0 or scores.shape[1] == 0:
-        return _empty()
-    best = scores.max(axis=0) if best_scores is None else best_scores
-    return fast_nms_on_demand(
-        boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold=iou_threshold, top_k=top_k,
-        max_detections=max_detections, cross_class=True,
-    )  # fmt: skip
+    return _dense_fast_nms(boxes, scores, best_scores, iou_threshold, top_k, max_detections, cross_class=True)
 
 
 def _best(indices, classes, scores, max_detections):
