@@ -14,6 +14,10 @@ image; and the 206-image COCO subset, each image decoded and preprocessed for re
 masks made from the same golden heads at that image's size (the subset has no heads of its
 own; the cost of masks follows the image size and the 100 detections).
 
+Each worker first keeps freed memory for reuse when its package can (``core.allocator``, as the
+CLI and the job's CPU stages do; the baseline predates it); ``--no-retain`` measures without it,
+to tell its share from the kernels'.
+
 "before" is the package at ``--baseline`` (default: the base commit), extracted with
 ``git archive`` into a temporary folder; "after" is this tree. Each runs in its own worker
 process (one package per interpreter); the driver alternates the two call by call (which
@@ -57,11 +61,17 @@ PARQUET_ROWS = 64
 class Worker:
     """The stage functions of the imported ``yolact_batch`` on the shared inputs."""
 
-    def __init__(self) -> None:
+    def __init__(self, retain: bool = True) -> None:
         import cv2
         import numpy as np
 
         cv2.setNumThreads(1)
+        try:
+            from yolact_batch.core.allocator import retain_freed_memory
+        except ImportError:  # a package from before it
+            self.retained = False
+        else:
+            self.retained = retain and retain_freed_memory()
         from yolact_batch.core.configs import get_config
         from yolact_batch.core.heads import RawHeads
         from yolact_batch.core.postprocess import Postprocessor, detect
@@ -138,9 +148,10 @@ def count(stage: str, path: str, times: int) -> None:
         worker.call(stage, path)
 
 
-def serve() -> None:
-    worker = Worker()
-    print(json.dumps({"ready": True, "package": __import__("yolact_batch").__file__}), flush=True)
+def serve(retain: bool) -> None:
+    worker = Worker(retain)
+    package = __import__("yolact_batch").__file__
+    print(json.dumps({"ready": True, "package": package, "retained": worker.retained}), flush=True)
     for line in sys.stdin:
         stage, path = json.loads(line)
         print(json.dumps(worker.time(stage, path)), flush=True)
@@ -150,12 +161,12 @@ def serve() -> None:
 
 
 class Remote:
-    def __init__(self, pythonpath: Path) -> None:
+    def __init__(self, pythonpath: Path, retain: bool) -> None:
         env = dict(os.environ, PYTHONPATH=str(pythonpath))
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
-        self.package = json.loads(self.proc.stdout.readline())["package"]
+        command = [sys.executable, __file__, "--worker"] + ([] if retain else ["--no-retain"])
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        ready = json.loads(self.proc.stdout.readline())
+        self.package, self.retained = ready["package"], ready["retained"]
 
     def time(self, stage: str, path: str) -> tuple[float, float]:
         self.proc.stdin.write(json.dumps([stage, path]) + "\n")
@@ -245,11 +256,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="subset rounds")
     parser.add_argument("--callgrind", type=int, default=0, metavar="N",
                         help="also count instructions (valgrind callgrind, N calls per stage; slow): noise-free")  # fmt: skip
+    parser.add_argument("--no-retain", action="store_true", help="do not keep freed memory (core.allocator)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        return serve()
+        return serve(not args.no_retain)
     if args.count:
         return count(args.count[0], args.count[1], int(args.count[2]))
     subset = SHARED / "coco_val2017_subset" / "val2017"
@@ -265,7 +277,7 @@ def main() -> None:
         if args.callgrind:
             counted = {name: instruction_table(where, golden, args.callgrind, Path(tmp))
                        for name, where in (("before", baseline), ("after", REPO))}  # fmt: skip
-        workers = {"before": Remote(baseline), "after": Remote(REPO)}
+        workers = {name: Remote(where, not args.no_retain) for name, where in (("before", baseline), ("after", REPO))}
         try:
             golden_result = measure(workers, [(s, golden) for s in stages], args.repeats)
             # Subset: detect does not depend on the image (same heads): timed on the golden image only.
@@ -276,6 +288,7 @@ def main() -> None:
                 w.close()
     out = {"bench": "host", "baseline": args.baseline, "threads": 1, "golden_image": GOLDEN_ID, "detections": 100}
     out["packages"] = {name: str(Path(w.package).parent.parent) for name, w in workers.items()}
+    out["freed_memory_retained"] = {name: w.retained for name, w in workers.items()}
     for clock, label in ((1, "cpu"), (0, "wall")):
         before = stage_table(golden_result["before"], [golden], clock)
         after = stage_table(golden_result["after"], [golden], clock)

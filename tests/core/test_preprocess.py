@@ -141,3 +141,5 @@ def test_preprocess_writes_into_a_batch_row():
     assert np.isnan(batch[0]).all()
     with pytest.raises(ValueError, match="float32\\[3, 550, 550\\]"):
         preprocess(image, CFG, out=np.zeros((3, 550, 549), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):  # OpenCV would write into a copy
+        preprocess(image, CFG, out=np.zeros((3, 550, 1100), np.float32)[:, :, ::2])

@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from yolact_batch.cli import export, predict, reports, segment
+from yolact_batch.core.allocator import retain_freed_memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # this process owns its allocator: reuse freed arrays (core.allocator)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:

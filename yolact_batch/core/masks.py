@@ -12,6 +12,7 @@ the same roundings; fewer numpy calls).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
@@ -90,8 +91,13 @@ class AxisResize:
     m0: np.ndarray = field(repr=False)
     m1: np.ndarray = field(repr=False)
 
+    def __post_init__(self) -> None:
+        freeze_arrays(self)
+
     @classmethod
+    @functools.lru_cache(maxsize=256)
     def create(cls, in_size: int, out_size: int) -> "AxisResize":
+        """The sampling from ``in_size`` to ``out_size`` (cached: images share a few sizes)."""
         out = np.arange(out_size)
         if in_size == out_size:
             return cls._with_matrices(in_size, out, out, np.ones(out_size, np.float32), np.zeros(out_size, np.float32))
@@ -114,6 +120,13 @@ class AxisResize:
     def footprint(self, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output ranges ``[o0, o1)`` whose samples touch input ranges ``[start, stop)`` (vectorised)."""
         return np.searchsorted(self.idx1, start, "left"), np.searchsorted(self.idx0, stop, "left")
+
+
+def freeze_arrays(obj: object) -> None:
+    """Freeze the arrays of a cached (shared) instance."""
+    for value in vars(obj).values():
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
 
 
 def paste_masks(

@@ -158,18 +158,22 @@ def preprocess(image: np.ndarray, config: ModelConfig, out: np.ndarray | None = 
     size = config.input_size
     if out is None:
         out = np.empty((3, size, size), np.float32)
-    elif out.shape != (3, size, size) or out.dtype != np.float32:
-        raise ValueError(f"preprocess out must be float32[3, {size}, {size}], got {out.dtype}{list(out.shape)}")
+    elif out.shape != (3, size, size) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(
+            f"preprocess out must be a C-contiguous float32[3, {size}, {size}], got {out.dtype}{list(out.shape)}"
+        )
     # The resize stays the reference's 3-channel call (a 1-channel resize rounds differently on
-    # narrow images); the normalisation then runs channel by channel straight into its RGB plane:
-    # the same float32 operations, without numpy's slow broadcast over a last axis of 3 (9 ms).
+    # narrow images). One OpenCV pass then moves its BGR channels to the RGB planes, where the
+    # normalisation runs on contiguous memory: the same float32 operations as the reference's,
+    # without numpy's slow broadcast over a last axis of 3.
     resized = cv2.resize(image.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    cv2.mixChannels([resized], [out[0], out[1], out[2]], [0, 2, 1, 1, 2, 0])  # writes into out's planes
     for channel in range(3):
         plane = out[2 - channel]
         if config.normalize == "unit":
-            np.divide(resized[:, :, channel], np.float32(255), out=plane)
+            np.divide(plane, np.float32(255), out=plane)
         else:
-            np.subtract(resized[:, :, channel], np.float32(config.mean_bgr[channel]), out=plane)
+            np.subtract(plane, np.float32(config.mean_bgr[channel]), out=plane)
             np.divide(plane, np.float32(config.std_bgr[channel]), out=plane)
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import ray
 
+from yolact_batch.core.allocator import retain_freed_memory
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.heads import RAW_OUTPUTS, GraphHeads, PackedDetections, RawHeads, output_names
 from yolact_batch.core.postprocess import Postprocessor
@@ -128,6 +129,7 @@ def read_stage(items: pa.Table, *, storage: StorageOptions) -> pa.Table:
 
 def decode_stage(batch: pa.Table, *, config: ModelConfig, max_pixels: int) -> dict[str, np.ndarray]:
     """Bytes -> network input ``float32[3, S, S]`` and image size; failures name their cause."""
+    retain_freed_memory()  # once per worker process: each image's arrays reuse freed memory
     n, size = batch.num_rows, config.input_size
     inputs = np.zeros((n, 3, size, size), np.float32)
     heights, widths = np.zeros(n, np.int32), np.zeros(n, np.int32)
@@ -198,6 +200,7 @@ class ModelActor:
 
 def postprocess_stage(batch: dict[str, np.ndarray], *, post: Postprocessor, model: ModelRef) -> pa.Table:
     """Heads -> rows in ``schema.ROW_SCHEMA`` (mask upsample, threshold, COCO RLE)."""
+    retain_freed_memory()
     n = len(batch[ERROR])
     errors = list(batch[ERROR])
     ok = [i for i in range(n) if not errors[i]]
