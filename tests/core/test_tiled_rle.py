@@ -1,14 +1,32 @@
-"""Tiled RLE against the pixel-by-pixel computations it replaces (paste_masks and the full-size upsample)."""
+"""The run-length kernels (numpy tiles and the compiled loop) against the pixel-by-pixel
+computations they replace (paste_masks and the full-size upsample).
+
+Every test runs once per kernel (the ``kernel`` fixture); the compiled one is skipped, with the
+reason, where numba is not installed.
+"""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pycocotools import mask as coco_mask
 
+from yolact_batch.core import compiled_rle
 from yolact_batch.core.masks import AxisResize, crop_windows, full_windows, paste_masks, sigmoid, upsample_masks
 from yolact_batch.core.rle import counts_in_box, string_to_counts
-from yolact_batch.core.tiled_rle import AxisTiles, mask_areas, mask_run_lengths, run_lengths
+from yolact_batch.core.tiled_rle import AxisTiles, mask_run_lengths
+
+KERNELS = {"numpy": mask_run_lengths, "compiled": compiled_rle.compiled_run_lengths}
+_kernel = {}
+
+
+@pytest.fixture(autouse=True, params=sorted(KERNELS))
+def kernel(request):
+    if request.param == "compiled" and not compiled_rle.available():
+        pytest.skip("numba is not installed: the compiled kernel is not used")
+    _kernel["run"] = KERNELS[request.param]
+    yield request.param
+    _kernel.clear()
 
 
 def split(counts, lengths):
@@ -38,7 +56,7 @@ def full_size_counts(blocks, windows, proto_size, height, width, threshold=0.5):
 
 def tiled_counts(blocks, windows, proto_size, height, width, threshold=0.5, logits=False):
     rows, cols = AxisTiles.create(proto_size[0], height), AxisTiles.create(proto_size[1], width)
-    return split(*mask_run_lengths(blocks, windows, rows, cols, threshold, logits=logits))
+    return split(*_kernel["run"](blocks, windows, rows, cols, threshold, logits=logits))
 
 
 def assert_same(a, b):
@@ -116,12 +134,13 @@ def test_the_margin_is_needed():
 
 
 def test_no_masks_and_rejections():
-    counts, lengths = mask_run_lengths([], np.zeros((0, 4), np.int64), AxisTiles.create(4, 8), AxisTiles.create(4, 8))
+    run = _kernel["run"]
+    counts, lengths = run([], np.zeros((0, 4), np.int64), AxisTiles.create(4, 8), AxisTiles.create(4, 8))
     assert counts.size == 0 and lengths.size == 0
     with pytest.raises(ValueError, match="threshold"):
-        mask_run_lengths([], np.zeros((0, 4)), AxisTiles.create(4, 8), AxisTiles.create(4, 8), -0.1)
-    with pytest.raises(ValueError, match="paste_masks"):
-        mask_run_lengths([], np.zeros((0, 4)), AxisTiles.create(8, 4), AxisTiles.create(4, 8))
+        run([], np.zeros((0, 4)), AxisTiles.create(4, 8), AxisTiles.create(4, 8), -0.1)
+    with pytest.raises(ValueError, match="at least as large as the prototypes"):
+        run([], np.zeros((0, 4)), AxisTiles.create(8, 4), AxisTiles.create(4, 8))
 
 
 def test_non_finite_values_decide_like_the_pixel_path():
@@ -137,7 +156,8 @@ def test_non_finite_values_decide_like_the_pixel_path():
 _near = st.sampled_from([0.0, 1.0, -1.0, 2.0, -2.0, 8.0, -8.0, 1e-6, -1e-6, 4.9e-6, -4.9e-6, 1e-5, -1e-5, 0.3, -0.3])
 
 
-@settings(max_examples=150, deadline=None)
+# (The kernel fixture only picks the function: nothing to reset between examples.)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     data=st.data(),
     hp=st.integers(1, 7),
@@ -170,26 +190,12 @@ def test_prop_values_crowding_the_threshold(data, hp, wp, scale_h, scale_w, extr
     assert_same(paste_counts(blocks, windows, (hp, wp), height, width, threshold), expected)
 
 
-@pytest.mark.parametrize("size", [(10, 30), (30, 10), (7, 9), (20, 24), (45, 61)])
-@pytest.mark.parametrize("logits", [False, True])
-def test_run_lengths_any_image_size(size, logits):
-    # Smaller than the prototypes on an axis: the pixel path; otherwise the tiles. Same counts either way.
-    blocks, windows = random_case(11, count=7)
-    values = [np.log(b / (1 - b)) for b in blocks] if logits else blocks
-    with np.errstate(divide="ignore"):
-        counts, lengths = run_lengths(values, windows, (20, 24), size, logits=logits)
-    expected = paste_counts([sigmoid(v) for v in values] if logits else blocks, windows, (20, 24), *size)
-    assert_same(split(counts, lengths), expected)
-    np.testing.assert_array_equal(mask_areas(counts, lengths), [c[1::2].sum() for c in expected])
-    assert mask_areas(np.zeros(0, np.int64), np.zeros(0, np.int64)).shape == (0,)
-
-
-def test_masks_done_a_few_at_a_time_give_the_same_counts(monkeypatch):
-    from yolact_batch.core import tiled_rle
-
-    blocks, windows = random_case(5, count=30)
-    whole = run_lengths(blocks, windows, (20, 24), (97, 131))
-    monkeypatch.setattr(tiled_rle, "_CHUNK_ROWS", 7)  # many canvases of one to a few masks
-    for got, expected in zip(run_lengths(blocks, windows, (20, 24), (97, 131)), whole):
-        np.testing.assert_array_equal(got, expected)
-    assert_same(split(*whole), paste_counts(blocks, windows, (20, 24), 97, 131))
+def test_masks_with_many_runs():
+    # Checkerboards at the prototypes' own size and just above it: a change at almost every pixel,
+    # far more runs than the compiled kernel's first buffer holds (it grows).
+    board = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)
+    blocks, windows = [board] * 3, np.array([[0, 64, 0, 64]] * 3)
+    for size in [(64, 64), (65, 67)]:
+        expected = full_size_counts(blocks, windows, (64, 64), *size)
+        assert sum(len(c) for c in expected) > 3 * 64 * 60
+        assert_same(tiled_counts(blocks, windows, (64, 64), *size), expected)

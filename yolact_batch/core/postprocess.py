@@ -22,11 +22,10 @@ from yolact_batch.core.boxes import boxes_to_pixels, decode_boxes
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.detections import Detections
 from yolact_batch.core.heads import GraphHeads, PackedDetections, RawHeads
+from yolact_batch.core.mask_rle import mask_areas, rle_strings, run_lengths
 from yolact_batch.core.masks import crop_windows, full_windows
 from yolact_batch.core.priors import make_priors
-from yolact_batch.core.rle import counts_to_strings
 from yolact_batch.core.settings import DetectSettings, InferenceSettings, OutputSettings
-from yolact_batch.core.tiled_rle import mask_areas, run_lengths
 
 ImageSize = tuple[int, int]  # (height, width)
 
@@ -108,7 +107,7 @@ def _finish(
     blocks = (block(i, windows[i]) for i in valid.tolist())
     counts, lengths = run_lengths(blocks, windows[valid], proto_size, image_size, output.mask_threshold, logits=logits)
     size = [height, width]
-    strings = counts_to_strings(np.split(counts, np.cumsum(lengths)[:-1]) if len(lengths) else [])
+    strings = rle_strings(counts, lengths)
     return Detections(
         boxes=pixel_boxes[valid].astype(np.float32),
         scores=scores[valid].astype(np.float32),

@@ -14,31 +14,25 @@ tiles contribute one run boundary per column where their class changes, and noth
 
 The masks are done many at a time: their windows are stacked on one canvas in prototype
 columns, so that the classification, the tile codes and every later step are a few numpy
-calls per canvas, not per mask (``run_lengths`` puts an image's masks on one canvas, or on
-several of about ``_CHUNK_ROWS`` prototype rows when they are very many).
+calls per canvas, not per mask (``mask_rle.run_lengths`` puts an image's masks on one canvas).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from itertools import islice
 from typing import Iterable
 
 import numpy as np
 
-from yolact_batch.core.masks import AxisResize, freeze_arrays, paste_masks, sigmoid
-from yolact_batch.core.rle import counts_in_box
+from yolact_batch.core.masks import AxisResize, freeze_arrays
 
 # Relative distance from the threshold within which a source value leaves its tiles undecided.
 MARGIN = 1e-5
 # Source values at or above this (or not finite) are never "certainly on": their products
 # could overflow, and inf * 0 is NaN, which is off.
-_HUGE = np.float32(1e38)
+HUGE = np.float32(1e38)
 _OFF, _ON, _UNDECIDED = 1, 2, 0
-# Prototype rows of the masks done on one canvas (run_lengths): bounds its memory (8 MiB at 138
-# columns); 100 masks of a COCO image take about 4,000. Tunes speed and memory only.
-_CHUNK_ROWS = 16384
 
 
 @dataclass(frozen=True)
@@ -127,6 +121,63 @@ def _key_range(starts: np.ndarray, lengths: np.ndarray, step: int) -> np.ndarray
     return np.repeat(starts, lengths) + step * j
 
 
+def decision_bounds(threshold: float) -> tuple[np.float32, np.float32, np.float32]:
+    """``(above, below, threshold)`` in float32: a value above ``above`` (below ``below``) keeps
+    every pixel it is mixed into on (off); see the module's note on ``MARGIN``."""
+    t = float(threshold)
+    return np.float32(t + t * MARGIN + 1e-30), np.float32(t - t * MARGIN), np.float32(t)
+
+
+@dataclass(frozen=True)
+class WindowStack:
+    """Masks' values stacked on one canvas, with where each mask's pixels can be on.
+
+    Attributes:
+        canvas: ``float32[R, Wp]``: each live mask's source rows ``[ra, rb)`` (all prototype
+            columns, zero outside its window; after the sigmoid with ``logits``), stacked.
+        live: ``bool[D]`` masks with a non-empty window and footprint.
+        y0, y1, x0, x1: ``int64[D]`` output rows/cols whose samples touch the window
+            (outside them every value is 0).
+        g0, g1: ``int64[D]`` the row tiles of ``[y0, y1)``.
+        ra: ``int64[D]`` first source row on the canvas; ``first_row``: its canvas row.
+    """
+
+    canvas: np.ndarray
+    live: np.ndarray
+    y0: np.ndarray
+    y1: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    g0: np.ndarray
+    g1: np.ndarray
+    ra: np.ndarray
+    first_row: np.ndarray
+
+
+def stack_windows(
+    blocks: Iterable[np.ndarray], windows: np.ndarray, rows: AxisTiles, cols: AxisTiles, *, logits: bool = False
+) -> WindowStack:
+    """The ``WindowStack`` of ``blocks`` in ``windows`` (arguments as ``mask_run_lengths``)."""
+    height = rows.out_size
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    r0, r1, c0, c1 = windows.T
+    y0, y1 = np.searchsorted(rows.axis.idx1, r0), np.searchsorted(rows.axis.idx0, r1)
+    x0, x1 = np.searchsorted(cols.axis.idx1, c0), np.searchsorted(cols.axis.idx0, c1)
+    live = (r1 > r0) & (c1 > c0) & (y1 > y0) & (x1 > x0)
+    g0, g1 = rows.tile_of[np.minimum(y0, height - 1)], rows.tile_of[np.maximum(y1 - 1, 0)] + 1
+    ra, rb = rows.src0[g0], rows.src1[np.maximum(g1 - 1, 0)] + 1
+    span = np.where(live, rb - ra, 0)
+    first_row = np.cumsum(span) - span
+    canvas = np.full((int(span.sum()), cols.in_size), -np.inf if logits else 0, np.float32)
+    places = np.stack([r0 - ra + first_row, r1 - ra + first_row, c0, c1], axis=1).tolist()
+    for block, ok, (top, bottom, left, right) in zip(blocks, live.tolist(), places):
+        if ok:
+            canvas[top:bottom, left:right] = block
+    if logits:
+        _sigmoid_(canvas)
+    return WindowStack(canvas, live, y0, y1, x0, x1, g0, g1, ra, first_row)
+
+
 def mask_run_lengths(
     blocks: Iterable[np.ndarray],
     windows: np.ndarray,
@@ -155,28 +206,11 @@ def mask_run_lengths(
     if not (rows.upsamples and cols.upsamples):
         raise ValueError("mask_run_lengths needs an image at least as large as the prototypes; use paste_masks")
     height, width = rows.out_size, cols.out_size
-    t = float(threshold)
-    above, below, threshold = np.float32(t + t * MARGIN + 1e-30), np.float32(t - t * MARGIN), np.float32(t)
-    windows = np.asarray(windows, np.int64).reshape(-1, 4)
-    count = len(windows)
-    r0, r1, c0, c1 = windows.T
-    # Output rows/cols whose samples touch the window (outside them every value is 0).
-    y0, y1 = np.searchsorted(rows.axis.idx1, r0), np.searchsorted(rows.axis.idx0, r1)
-    x0, x1 = np.searchsorted(cols.axis.idx1, c0), np.searchsorted(cols.axis.idx0, c1)
-    live = (r1 > r0) & (c1 > c0) & (y1 > y0) & (x1 > x0)
-    g0, g1 = rows.tile_of[np.minimum(y0, height - 1)], rows.tile_of[np.maximum(y1 - 1, 0)] + 1
-    ra, rb = rows.src0[g0], rows.src1[np.maximum(g1 - 1, 0)] + 1
-    # The canvas: each live mask's source rows [ra, rb), all prototype columns, stacked.
-    span = np.where(live, rb - ra, 0)
-    first_row = np.cumsum(span) - span
-    canvas = np.full((int(span.sum()), cols.in_size), -np.inf if logits else 0, np.float32)
-    places = np.stack([r0 - ra + first_row, r1 - ra + first_row, c0, c1], axis=1).tolist()
-    for block, ok, (top, bottom, left, right) in zip(blocks, live.tolist(), places):
-        if ok:
-            canvas[top:bottom, left:right] = block
-    if logits:
-        _sigmoid_(canvas)
-    code = (canvas <= below).view(np.int8) + ((canvas > above) & (canvas < _HUGE)).view(np.int8) * np.int8(2)
+    above, below, threshold = decision_bounds(threshold)
+    stack = stack_windows(blocks, windows, rows, cols, logits=logits)
+    canvas, live, first_row, ra = stack.canvas, stack.live, stack.first_row, stack.ra
+    count, y1, g0, g1 = len(live), stack.y1, stack.g0, stack.g1
+    code = (canvas <= below).view(np.int8) + ((canvas > above) & (canvas < HUGE)).view(np.int8) * np.int8(2)
 
     # Tile codes (AND of the four corners: _ON, _OFF or _UNDECIDED), one row per row tile of
     # each mask, an all-_OFF row before every mask and after the last. Column tiles outside a
@@ -250,7 +284,7 @@ def _undecided_keys(u, flat, n_cols, canvas, canvas_row, row_mask, row_tile, row
     base = m * stride + cols.start[k] * height + rows.start[g]
     # A column of a tile whose two (horizontally interpolated) sources are both clear of the
     # threshold is decided by them, like a tile by its corners; the others are computed per pixel.
-    on_first = (upper > above) & (lower > above) & (upper < _HUGE) & (lower < _HUGE)
+    on_first = (upper > above) & (lower > above) & (upper < HUGE) & (lower < HUGE)
     undecided = ~(on_first | ((upper <= below) & (lower <= below))) & valid
     on_last = on_first.copy()
     keys = []
@@ -304,53 +338,3 @@ def _counts_from_keys(keys: np.ndarray, count: int, n_pixels: int) -> tuple[np.n
     last[per_mask > 0] = start[ends[per_mask > 0] - 1]
     counts[ends + np.arange(count)] = n_pixels - last
     return counts, per_mask + 1
-
-
-def run_lengths(
-    blocks: Iterable[np.ndarray],
-    windows: np.ndarray,
-    proto_size: tuple[int, int],
-    image_size: tuple[int, int],
-    threshold: float = 0.5,
-    *,
-    logits: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``mask_run_lengths`` for any image size: an image smaller than the prototypes on either
-    axis (rare; some sources are then read by no output) takes ``paste_masks`` + ``counts_in_box``.
-
-    Same arguments and result as ``mask_run_lengths``, with the sizes ``(height, width)``.
-    """
-    (hp, wp), (height, width) = proto_size, image_size
-    windows = np.asarray(windows, np.int64).reshape(-1, 4)
-    if height >= hp and width >= wp:
-        rows, cols = AxisTiles.create(hp, height), AxisTiles.create(wp, width)
-        # All masks on one canvas, so that each step is one numpy call per image: with freed memory
-        # kept (core.allocator) that beats canvases of a few masks by a fifth; without it, they tie.
-        ends = np.flatnonzero(np.diff(np.cumsum(np.maximum(windows[:, 1] - windows[:, 0], 0) + 2) // _CHUNK_ROWS)) + 1
-        blocks = iter(blocks)
-        parts = [
-            mask_run_lengths(islice(blocks, b - a), windows[a:b], rows, cols, threshold, logits=logits)
-            for a, b in zip(np.r_[0, ends].tolist(), np.r_[ends, len(windows)].tolist())
-            if b > a
-        ]
-        if not parts:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        return np.concatenate([c for c, _ in parts]), np.concatenate([n for _, n in parts])
-    rows, cols = AxisResize.create(hp, height), AxisResize.create(wp, width)
-    if logits:
-        blocks = (sigmoid(block) for block in blocks)
-    counts = [
-        counts_in_box(mask, top, left, height, width)
-        for mask, top, left in paste_masks(blocks, windows, rows, cols, threshold)
-    ]
-    lengths = np.array([len(c) for c in counts], np.int64)
-    return (np.concatenate(counts) if counts else np.zeros(0, np.int64)), lengths
-
-
-def mask_areas(counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """``int64[D]`` pixels on in each mask: the sum of its odd-indexed run lengths (the runs of ones)."""
-    if len(lengths) == 0:
-        return np.zeros(0, np.int64)
-    starts = np.cumsum(lengths) - lengths
-    ones = (np.arange(counts.size) - np.repeat(starts, lengths)) % 2 == 1
-    return np.add.reduceat(np.where(ones, counts, 0), starts).astype(np.int64)

@@ -1,0 +1,211 @@
+"""COCO run lengths of upsampled masks in one compiled loop (numba), the same pixels as ``paste_masks``.
+
+``tiled_rle.mask_run_lengths`` decides a mask's pixels with a few dozen numpy calls per image;
+their fixed costs and temporaries were most of the host work left. This walks each mask once,
+column by column (the RLE's order), and does the same arithmetic:
+
+* per output column, each source row mixed horizontally: ``v[r, a] * wa + v[r, b] * wb``
+  (float32, width first, as torch and ``paste_masks``);
+* per row tile (output rows reading the same two source rows), the tile is on when both
+  mixed values are above ``threshold * (1 + MARGIN)`` and finite, off when both are at most
+  ``threshold * (1 - MARGIN)`` (the weights are non-negative and sum to 1: rounding moves a
+  pixel by a few ulps, far less than the margin), and otherwise computed pixel by pixel as
+  ``top * w0 + bottom * w1 > threshold``.
+
+Products and sums stay separate float32 operations (numba does not fuse them without fastmath),
+so every pixel's decision is the one the full computation makes; the property tests compare it
+with ``paste_masks`` on values crowding the threshold. The sigmoid stays in numpy
+(``tiled_rle.stack_windows``), whose float32 ``exp`` is the one every other path uses.
+
+numba is optional: without it ``compiled_run_lengths`` is None and ``tiled_rle`` takes the
+numpy path, with the same results.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable
+
+import numpy as np
+
+from yolact_batch.core.tiled_rle import HUGE, AxisTiles, decision_bounds, stack_windows
+
+
+def _kernel(
+    canvas, live, canvas_row, y0s, y1s, x0s, x1s,
+    row_tile_of, row_start, row_length, row_src0, row_src1, row_w0, row_w1,
+    col_tile_of, col_start, col_length, col_src0, col_src1, col_w0, col_w1,
+    height, width, threshold, above, below, huge,
+):  # fmt: skip
+    """Run lengths of every mask, concatenated, and how many each has (see ``compiled_run_lengths``)."""
+    count = live.shape[0]
+    n_pixels = height * width
+    lengths = np.empty(count, np.int64)
+    out = np.empty(4096 + 64 * count, np.int64)  # change positions, then run lengths
+    k = 0
+    # Per column tile: the row tiles as segments, runs of tiles decided alike merged (1 off, 2 on,
+    # 0 undecided, each undecided tile a segment of its own).
+    segment_code = np.empty(row_start.shape[0] + 1, np.int8)
+    segment_tile = np.empty(row_start.shape[0] + 1, np.int64)
+    for m in range(count):
+        first = k
+        if live[m]:
+            y0, y1, x0, x1 = y0s[m], y1s[m], x0s[m], x1s[m]
+            g0, g1 = row_tile_of[y0], row_tile_of[y1 - 1] + 1
+            base = canvas_row[m]
+            for t in range(col_tile_of[x0], col_tile_of[x1 - 1] + 1):
+                a, b = col_src0[t], col_src1[t]
+                n_segments = 0
+                for g in range(g0, g1):
+                    top, bottom = canvas[base + row_src0[g]], canvas[base + row_src1[g]]
+                    v00, v01, v10, v11 = top[a], top[b], bottom[a], bottom[b]
+                    if (
+                        v00 > above
+                        and v01 > above
+                        and v10 > above
+                        and v11 > above
+                        and max(max(v00, v01), max(v10, v11)) < huge
+                    ):
+                        code = 2
+                    elif v00 <= below and v01 <= below and v10 <= below and v11 <= below:
+                        code = 1
+                    else:
+                        code = 0
+                    if code == 0 or n_segments == 0 or segment_code[n_segments - 1] != code:
+                        segment_code[n_segments], segment_tile[n_segments] = code, g
+                        n_segments += 1
+                for x in range(max(col_start[t], x0), min(col_start[t] + col_length[t], x1)):
+                    if k + (y1 - y0) + 2 > out.shape[0]:  # room for every change this column can make
+                        bigger = np.empty(2 * out.shape[0] + (y1 - y0), np.int64)
+                        bigger[:k] = out[:k]
+                        out = bigger
+                    wa, wb = col_w0[x], col_w1[x]
+                    column = x * height
+                    on = False
+                    for s in range(n_segments):
+                        code, g = segment_code[s], segment_tile[s]
+                        start = max(row_start[g], y0)
+                        if code != 0:
+                            if (code == 2) != on:
+                                out[k] = column + start
+                                k += 1
+                                on = not on
+                            continue
+                        # Width first, then height, as torch: the same float32 operations.
+                        upper = canvas[base + row_src0[g], a] * wa + canvas[base + row_src0[g], b] * wb
+                        lower = canvas[base + row_src1[g], a] * wa + canvas[base + row_src1[g], b] * wb
+                        if upper > above and lower > above and upper < huge and lower < huge:
+                            if not on:
+                                out[k] = column + start
+                                k += 1
+                                on = True
+                        elif upper <= below and lower <= below:
+                            if on:
+                                out[k] = column + start
+                                k += 1
+                                on = False
+                        else:
+                            for y in range(start, min(row_start[g] + row_length[g], y1)):
+                                if (upper * row_w0[y] + lower * row_w1[y] > threshold) != on:
+                                    out[k] = column + y
+                                    k += 1
+                                    on = not on
+                    if on:  # the rows below the footprint are off
+                        out[k] = column + y1
+                        k += 1
+        # Change positions -> run lengths. A change back at the same position cancels (a run that
+        # ends a full-height column goes on into the next); a change at the image's end is none.
+        previous, i, w = 0, first, first
+        while i < k:
+            position = out[i]
+            if i + 1 < k and out[i + 1] == position:
+                i += 2
+                continue
+            i += 1
+            if position == n_pixels:
+                continue
+            out[w] = position - previous
+            previous = position
+            w += 1
+        out[w] = n_pixels - previous
+        k = w + 1
+        lengths[m] = k - first
+    return out[:k].copy(), lengths
+
+
+def _encode(counts, lengths):
+    """pycocotools' ``rleToString`` for each mask: its characters, concatenated, and how many."""
+    chars = np.empty(7 * counts.shape[0] + 1, np.uint8)  # |deltas| < 2**34: at most 7 characters each
+    sizes = np.empty(lengths.shape[0], np.int64)
+    p = start = 0
+    for m in range(lengths.shape[0]):
+        first = p
+        for i in range(lengths[m]):
+            x = counts[start + i]
+            if i > 2:  # every count after the third is stored as the delta to the one two back
+                x -= counts[start + i - 2]
+            more = True
+            while more:
+                c = x & 0x1F
+                x >>= 5
+                more = x != -1 if c & 0x10 else x != 0
+                chars[p] = c + 48 + (0x20 if more else 0)
+                p += 1
+        sizes[m] = p - first
+        start += lengths[m]
+    return chars[:p], sizes
+
+
+@functools.cache
+def _compiled() -> tuple[Callable, Callable] | None:
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(_kernel), jit(_encode)
+
+
+def available() -> bool:
+    """Whether numba is installed (the kernel compiles on first use, then loads from its cache)."""
+    return _compiled() is not None
+
+
+def compiled_run_lengths(
+    blocks: Iterable[np.ndarray],
+    windows: np.ndarray,
+    rows: AxisTiles,
+    cols: AxisTiles,
+    threshold: float = 0.5,
+    *,
+    logits: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``tiled_rle.mask_run_lengths`` (same arguments and result) in the compiled kernel.
+
+    Raises:
+        RuntimeError: numba is not installed (check ``available()`` first).
+    """
+    if _compiled() is None:
+        raise RuntimeError("compiled_run_lengths needs numba: pip install numba (or use tiled_rle.mask_run_lengths)")
+    if threshold < 0:
+        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
+    if not (rows.upsamples and cols.upsamples):
+        raise ValueError("compiled_run_lengths needs an image at least as large as the prototypes")
+    above, below, threshold = decision_bounds(threshold)
+    stack = stack_windows(blocks, windows, rows, cols, logits=logits)
+    return _compiled()[0](
+        stack.canvas, stack.live, stack.first_row - stack.ra, stack.y0, stack.y1, stack.x0, stack.x1,
+        rows.tile_of, rows.start, rows.length, rows.src0, rows.src1, rows.axis.w0, rows.axis.w1,
+        cols.tile_of, cols.start, cols.length, cols.src0, cols.src1, cols.axis.w0, cols.axis.w1,
+        rows.out_size, cols.out_size, threshold, above, below, HUGE,
+    )  # fmt: skip
+
+
+def compiled_strings(counts: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """``rle.counts_to_strings`` of the masks whose run lengths are ``counts``, ``lengths`` (as
+    ``compiled_run_lengths`` returns them), in the compiled encoder."""
+    if _compiled() is None:
+        raise RuntimeError("compiled_strings needs numba: pip install numba (or use rle.counts_to_strings)")
+    chars, sizes = _compiled()[1](np.asarray(counts, np.int64), np.asarray(lengths, np.int64))
+    text, ends = chars.tobytes().decode("ascii"), np.cumsum(sizes).tolist()
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
