@@ -1,4 +1,4 @@
-"""run_lengths and rle_strings: every path (compiled, numpy tiles, pixels) gives pycocotools' result."""
+"""run_lengths and encode_run_lengths: every path (compiled, numpy tiles, pixels) gives pycocotools' result."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ from pycocotools import mask as coco_mask
 
 from tests.core.test_tiled_rle import assert_same, paste_counts, random_case, split
 from yolact_batch.core import compiled_rle, mask_rle
-from yolact_batch.core.mask_rle import mask_areas, rle_strings, run_lengths
+from yolact_batch.core.mask_rle import encode_run_lengths, mask_areas, run_lengths
 from yolact_batch.core.masks import sigmoid
 from yolact_batch.core.rle import counts_to_strings
 
@@ -44,7 +44,8 @@ def test_no_masks_at_all():
     for compiled in (False, compiled_rle.available()):
         counts, lengths = run_lengths([], np.zeros((0, 4), np.int64), (20, 24), (40, 50), compiled=compiled)
         assert counts.shape == lengths.shape == (0,)
-        assert rle_strings(counts, lengths, compiled=compiled) == []
+        strings, areas = encode_run_lengths(counts, lengths, compiled=compiled)
+        assert strings == [] and areas.shape == (0,)
 
 
 @settings(max_examples=60, deadline=None)
@@ -55,7 +56,7 @@ def test_no_masks_at_all():
     ),
     scale=st.sampled_from([1, 3, 50, 4000]),
 )
-def test_prop_rle_strings_are_pycocotools_strings(masks, scale):
+def test_prop_encoded_run_lengths_are_pycocotools_strings_and_areas(masks, scale):
     # Masks of a 12 x (scale) image whose columns repeat a 12-pixel pattern: runs from 1 pixel to
     # tens of thousands, so that the strings hold values of one to several characters.
     binary = [np.asfortranarray(np.repeat(m[:, None], scale, axis=1)) for m in masks]
@@ -63,7 +64,8 @@ def test_prop_rle_strings_are_pycocotools_strings(masks, scale):
     counts = [np.diff(np.r_[0, np.flatnonzero(np.diff(np.r_[0, b.ravel("F")])), b.size]) for b in binary]
     lengths = np.array([len(c) for c in counts], np.int64)
     flat = np.concatenate(counts).astype(np.int64) if counts else np.zeros(0, np.int64)
+    areas = [int(b.sum()) for b in binary]
     assert counts_to_strings(counts) == expected
-    assert rle_strings(flat, lengths, compiled=False) == expected
-    if compiled_rle.available():
-        assert rle_strings(flat, lengths, compiled=True) == expected
+    for compiled in (False, True) if compiled_rle.available() else (False,):
+        strings, got = encode_run_lengths(flat, lengths, compiled=compiled)
+        assert strings == expected and got.tolist() == areas and got.dtype == np.int64

@@ -45,8 +45,17 @@ def _kernel(
     k = 0
     # Per column tile: the row tiles as segments, runs of tiles decided alike merged (1 off, 2 on,
     # 0 undecided, each undecided tile a segment of its own).
-    segment_code = np.empty(row_start.shape[0] + 1, np.int8)
+    segment_code = np.empty(row_start.shape[0] + 1, np.int64)
     segment_tile = np.empty(row_start.shape[0] + 1, np.int64)
+    segment_top = np.empty(row_start.shape[0] + 1, np.int64)
+    segment_bottom = np.empty(row_start.shape[0] + 1, np.int64)
+    values = canvas.ravel()
+    stride = canvas.shape[1]
+    # Per value: 1 certainly off, 2 certainly on, 0 neither; a tile's code is the AND of its corners'.
+    codes = np.empty(values.shape[0], np.uint8)
+    for i in range(values.shape[0]):
+        v = values[i]
+        codes[i] = np.uint8(v <= below) | (np.uint8(v > above and v < huge) << np.uint8(1))
     for m in range(count):
         first = k
         if live[m]:
@@ -57,22 +66,11 @@ def _kernel(
                 a, b = col_src0[t], col_src1[t]
                 n_segments = 0
                 for g in range(g0, g1):
-                    top, bottom = canvas[base + row_src0[g]], canvas[base + row_src1[g]]
-                    v00, v01, v10, v11 = top[a], top[b], bottom[a], bottom[b]
-                    if (
-                        v00 > above
-                        and v01 > above
-                        and v10 > above
-                        and v11 > above
-                        and max(max(v00, v01), max(v10, v11)) < huge
-                    ):
-                        code = 2
-                    elif v00 <= below and v01 <= below and v10 <= below and v11 <= below:
-                        code = 1
-                    else:
-                        code = 0
+                    top, bottom = (base + row_src0[g]) * stride, (base + row_src1[g]) * stride
+                    code = codes[top + a] & codes[top + b] & codes[bottom + a] & codes[bottom + b]
                     if code == 0 or n_segments == 0 or segment_code[n_segments - 1] != code:
                         segment_code[n_segments], segment_tile[n_segments] = code, g
+                        segment_top[n_segments], segment_bottom[n_segments] = top, bottom
                         n_segments += 1
                 for x in range(max(col_start[t], x0), min(col_start[t] + col_length[t], x1)):
                     if k + (y1 - y0) + 2 > out.shape[0]:  # room for every change this column can make
@@ -92,8 +90,9 @@ def _kernel(
                                 on = not on
                             continue
                         # Width first, then height, as torch: the same float32 operations.
-                        upper = canvas[base + row_src0[g], a] * wa + canvas[base + row_src0[g], b] * wb
-                        lower = canvas[base + row_src1[g], a] * wa + canvas[base + row_src1[g], b] * wb
+                        top, bottom = segment_top[s], segment_bottom[s]
+                        upper = values[top + a] * wa + values[top + b] * wb
+                        lower = values[bottom + a] * wa + values[bottom + b] * wb
                         if upper > above and lower > above and upper < huge and lower < huge:
                             if not on:
                                 out[k] = column + start
@@ -134,14 +133,18 @@ def _kernel(
 
 
 def _encode(counts, lengths):
-    """pycocotools' ``rleToString`` for each mask: its characters, concatenated, and how many."""
+    """pycocotools' ``rleToString`` for each mask: its characters, concatenated, how many, and
+    the mask's area (the sum of its odd-indexed runs, the runs of ones)."""
     chars = np.empty(7 * counts.shape[0] + 1, np.uint8)  # |deltas| < 2**34: at most 7 characters each
     sizes = np.empty(lengths.shape[0], np.int64)
+    areas = np.zeros(lengths.shape[0], np.int64)
     p = start = 0
     for m in range(lengths.shape[0]):
         first = p
         for i in range(lengths[m]):
             x = counts[start + i]
+            if i % 2 == 1:
+                areas[m] += x
             if i > 2:  # every count after the third is stored as the delta to the one two back
                 x -= counts[start + i - 2]
             more = True
@@ -153,7 +156,7 @@ def _encode(counts, lengths):
                 p += 1
         sizes[m] = p - first
         start += lengths[m]
-    return chars[:p], sizes
+    return chars[:p], sizes, areas
 
 
 @functools.cache
@@ -201,11 +204,11 @@ def compiled_run_lengths(
     )  # fmt: skip
 
 
-def compiled_strings(counts: np.ndarray, lengths: np.ndarray) -> list[str]:
-    """``rle.counts_to_strings`` of the masks whose run lengths are ``counts``, ``lengths`` (as
-    ``compiled_run_lengths`` returns them), in the compiled encoder."""
+def compiled_encode(counts: np.ndarray, lengths: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """``rle.counts_to_strings`` and the areas of the masks whose run lengths are ``counts``,
+    ``lengths`` (as ``compiled_run_lengths`` returns them), in the compiled encoder."""
     if _compiled() is None:
-        raise RuntimeError("compiled_strings needs numba: pip install numba (or use rle.counts_to_strings)")
-    chars, sizes = _compiled()[1](np.asarray(counts, np.int64), np.asarray(lengths, np.int64))
+        raise RuntimeError("compiled_encode needs numba: pip install numba (or use rle.counts_to_strings)")
+    chars, sizes, areas = _compiled()[1](np.asarray(counts, np.int64), np.asarray(lengths, np.int64))
     text, ends = chars.tobytes().decode("ascii"), np.cumsum(sizes).tolist()
-    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    return [text[a:b] for a, b in zip([0] + ends[:-1], ends)], areas

@@ -79,11 +79,15 @@ def run_lengths(
     return (np.concatenate(counts) if counts else np.zeros(0, np.int64)), lengths
 
 
-def rle_strings(counts: np.ndarray, lengths: np.ndarray, *, compiled: bool | None = None) -> list[str]:
-    """The COCO RLE ``counts`` string of each mask of ``run_lengths``' result (``compiled`` as there)."""
+def encode_run_lengths(
+    counts: np.ndarray, lengths: np.ndarray, *, compiled: bool | None = None
+) -> tuple[list[str], np.ndarray]:
+    """The COCO RLE ``counts`` string and the area (``int64``) of each mask of ``run_lengths``'
+    result (``compiled`` as there)."""
     if compiled_rle.available() if compiled is None else compiled:
-        return compiled_rle.compiled_strings(counts, lengths)
-    return counts_to_strings(np.split(counts, np.cumsum(lengths)[:-1]) if len(lengths) else [])
+        return compiled_rle.compiled_encode(counts, lengths)
+    strings = counts_to_strings(np.split(counts, np.cumsum(lengths)[:-1]) if len(lengths) else [])
+    return strings, mask_areas(counts, lengths)
 
 
 def mask_areas(counts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from yolact_batch.core.boxes import boxes_to_pixels, decode_boxes
 from yolact_batch.core.configs import ModelConfig
 from yolact_batch.core.detections import Detections
 from yolact_batch.core.heads import GraphHeads, PackedDetections, RawHeads
-from yolact_batch.core.mask_rle import mask_areas, rle_strings, run_lengths
+from yolact_batch.core.mask_rle import encode_run_lengths, run_lengths
 from yolact_batch.core.masks import crop_windows, full_windows
 from yolact_batch.core.priors import make_priors
 from yolact_batch.core.settings import DetectSettings, InferenceSettings, OutputSettings
@@ -107,7 +107,7 @@ def _finish(
     blocks = (block(i, windows[i]) for i in valid.tolist())
     counts, lengths = run_lengths(blocks, windows[valid], proto_size, image_size, output.mask_threshold, logits=logits)
     size = [height, width]
-    strings = rle_strings(counts, lengths)
+    strings, areas = encode_run_lengths(counts, lengths)
     return Detections(
         boxes=pixel_boxes[valid].astype(np.float32),
         scores=scores[valid].astype(np.float32),
@@ -116,7 +116,7 @@ def _finish(
         image_size=(height, width),
         class_names=config.class_names,
         category_ids=config.category_ids,
-        areas=mask_areas(counts, lengths),
+        areas=areas,
         mask_scores=None if mask_scores is None else mask_scores[valid].astype(np.float32),
     )
 
