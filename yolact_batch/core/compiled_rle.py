@@ -2,23 +2,25 @@
 
 ``tiled_rle.mask_run_lengths`` decides a mask's pixels with a few dozen numpy calls per image;
 their fixed costs and temporaries were most of the host work left. This walks each mask once,
-column by column (the RLE's order), and does the same arithmetic:
+column by column (the RLE's order), with the same decisions and the same arithmetic:
 
-* per output column, each source row mixed horizontally: ``v[r, a] * wa + v[r, b] * wb``
-  (float32, width first, as torch and ``paste_masks``);
-* per row tile (output rows reading the same two source rows), the tile is on when both
-  mixed values are above ``threshold * (1 + MARGIN)`` and finite, off when both are at most
-  ``threshold * (1 - MARGIN)`` (the weights are non-negative and sum to 1: rounding moves a
-  pixel by a few ulps, far less than the margin), and otherwise computed pixel by pixel as
+* a tile (output rows reading the same two source rows, times output columns reading the same
+  two source columns) is on when its four source values are above ``threshold * (1 + MARGIN)``
+  and finite, off when all four are at most ``threshold * (1 - MARGIN)`` (the weights are
+  non-negative and sum to 1: rounding moves a pixel by a few ulps, far less than the margin);
+  runs of tiles decided alike are one segment of a column;
+* in the other tiles, each output column mixes the two source rows horizontally,
+  ``v[r, a] * wa + v[r, b] * wb`` (float32, width first, as torch and ``paste_masks``), which
+  may decide the column's rows the same way; otherwise each pixel is
   ``top * w0 + bottom * w1 > threshold``.
 
-Products and sums stay separate float32 operations (numba does not fuse them without fastmath),
-so every pixel's decision is the one the full computation makes; the property tests compare it
-with ``paste_masks`` on values crowding the threshold. The sigmoid stays in numpy
-(``tiled_rle.stack_windows``), whose float32 ``exp`` is the one every other path uses.
+Products and sums stay separate float32 operations (numba fuses them only with fastmath, which
+is off), so every pixel's decision is the one the full computation makes; the tests compare it
+with ``paste_masks`` and the full-size upsample on values crowding the threshold. The sigmoid
+stays in numpy, whose float32 ``exp`` is the one every other path uses.
 
-numba is optional: without it ``compiled_run_lengths`` is None and ``tiled_rle`` takes the
-numpy path, with the same results.
+numba is optional: without it ``available()`` is False and ``mask_rle`` takes the numpy path,
+with the same results.
 """
 
 from __future__ import annotations
@@ -28,11 +30,11 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from yolact_batch.core.tiled_rle import HUGE, AxisTiles, decision_bounds, stack_windows
+from yolact_batch.core.tiled_rle import HUGE, AxisTiles, decision_bounds, footprints, sigmoid_
 
 
 def _kernel(
-    canvas, live, canvas_row, y0s, y1s, x0s, x1s,
+    values, live, offsets, strides, row0s, col0s, y0s, y1s, x0s, x1s,
     row_tile_of, row_start, row_length, row_src0, row_src1, row_w0, row_w1,
     col_tile_of, col_start, col_length, col_src0, col_src1, col_w0, col_w1,
     height, width, threshold, above, below, huge,
@@ -49,8 +51,6 @@ def _kernel(
     segment_tile = np.empty(row_start.shape[0] + 1, np.int64)
     segment_top = np.empty(row_start.shape[0] + 1, np.int64)
     segment_bottom = np.empty(row_start.shape[0] + 1, np.int64)
-    values = canvas.ravel()
-    stride = canvas.shape[1]
     # Per value: 1 certainly off, 2 certainly on, 0 neither; a tile's code is the AND of its corners'.
     codes = np.empty(values.shape[0], np.uint8)
     for i in range(values.shape[0]):
@@ -61,12 +61,15 @@ def _kernel(
         if live[m]:
             y0, y1, x0, x1 = y0s[m], y1s[m], x0s[m], x1s[m]
             g0, g1 = row_tile_of[y0], row_tile_of[y1 - 1] + 1
-            base = canvas_row[m]
+            # The value of source (r, c) is values[offset + (r - row0) * stride + c - col0].
+            stride, row0 = strides[m], row0s[m]
+            origin = offsets[m] - col0s[m]
             for t in range(col_tile_of[x0], col_tile_of[x1 - 1] + 1):
                 a, b = col_src0[t], col_src1[t]
                 n_segments = 0
                 for g in range(g0, g1):
-                    top, bottom = (base + row_src0[g]) * stride, (base + row_src1[g]) * stride
+                    top = origin + (row_src0[g] - row0) * stride
+                    bottom = origin + (row_src1[g] - row0) * stride
                     code = codes[top + a] & codes[top + b] & codes[bottom + a] & codes[bottom + b]
                     if code == 0 or n_segments == 0 or segment_code[n_segments - 1] != code:
                         segment_code[n_segments], segment_tile[n_segments] = code, g
@@ -195,9 +198,22 @@ def compiled_run_lengths(
     if not (rows.upsamples and cols.upsamples):
         raise ValueError("compiled_run_lengths needs an image at least as large as the prototypes")
     above, below, threshold = decision_bounds(threshold)
-    stack = stack_windows(blocks, windows, rows, cols, logits=logits)
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    r0, r1, c0, c1 = windows.T
+    y0, y1, x0, x1, live = footprints(windows, rows, cols)
+    # Each live mask's window with a border of zeros, one value wide: every value its footprint
+    # reads (a footprint reads at most one source beyond each side of its window), packed.
+    heights, widths = np.where(live, r1 - r0 + 2, 0), np.where(live, c1 - c0 + 2, 0)
+    sizes = heights * widths
+    offsets = np.cumsum(sizes) - sizes
+    values = np.full(int(sizes.sum()), -np.inf if logits else 0, np.float32)
+    for block, ok, offset, h, w in zip(blocks, live.tolist(), offsets.tolist(), heights.tolist(), widths.tolist()):
+        if ok:
+            values[offset : offset + h * w].reshape(h, w)[1:-1, 1:-1] = block
+    if logits:
+        sigmoid_(values)
     return _compiled()[0](
-        stack.canvas, stack.live, stack.first_row - stack.ra, stack.y0, stack.y1, stack.x0, stack.x1,
+        values, live, offsets, widths, r0 - 1, c0 - 1, y0, y1, x0, x1,
         rows.tile_of, rows.start, rows.length, rows.src0, rows.src1, rows.axis.w0, rows.axis.w1,
         cols.tile_of, cols.start, cols.length, cols.src0, cols.src1, cols.axis.w0, cols.axis.w1,
         rows.out_size, cols.out_size, threshold, above, below, HUGE,

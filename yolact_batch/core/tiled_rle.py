@@ -105,7 +105,7 @@ class AxisTiles:
         return self.out_size >= self.in_size
 
 
-def _sigmoid_(x: np.ndarray) -> None:
+def sigmoid_(x: np.ndarray) -> None:
     """``masks.sigmoid`` in place, the same float32 operations (``-inf`` becomes exactly 0)."""
     np.negative(x, out=x)
     with np.errstate(over="ignore"):
@@ -154,6 +154,18 @@ class WindowStack:
     first_row: np.ndarray
 
 
+def footprints(
+    windows: np.ndarray, rows: AxisTiles, cols: AxisTiles
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(y0, y1, x0, x1, live)``: per window ``int64[D, 4]``, the output rows ``[y0, y1)`` and
+    columns ``[x0, x1)`` whose samples touch it (outside them every value is 0), and whether
+    both the window and that footprint are non-empty."""
+    r0, r1, c0, c1 = np.asarray(windows, np.int64).reshape(-1, 4).T
+    y0, y1 = np.searchsorted(rows.axis.idx1, r0), np.searchsorted(rows.axis.idx0, r1)
+    x0, x1 = np.searchsorted(cols.axis.idx1, c0), np.searchsorted(cols.axis.idx0, c1)
+    return y0, y1, x0, x1, (r1 > r0) & (c1 > c0) & (y1 > y0) & (x1 > x0)
+
+
 def stack_windows(
     blocks: Iterable[np.ndarray], windows: np.ndarray, rows: AxisTiles, cols: AxisTiles, *, logits: bool = False
 ) -> WindowStack:
@@ -161,9 +173,7 @@ def stack_windows(
     height = rows.out_size
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     r0, r1, c0, c1 = windows.T
-    y0, y1 = np.searchsorted(rows.axis.idx1, r0), np.searchsorted(rows.axis.idx0, r1)
-    x0, x1 = np.searchsorted(cols.axis.idx1, c0), np.searchsorted(cols.axis.idx0, c1)
-    live = (r1 > r0) & (c1 > c0) & (y1 > y0) & (x1 > x0)
+    y0, y1, x0, x1, live = footprints(windows, rows, cols)
     g0, g1 = rows.tile_of[np.minimum(y0, height - 1)], rows.tile_of[np.maximum(y1 - 1, 0)] + 1
     ra, rb = rows.src0[g0], rows.src1[np.maximum(g1 - 1, 0)] + 1
     span = np.where(live, rb - ra, 0)
@@ -174,7 +184,7 @@ def stack_windows(
         if ok:
             canvas[top:bottom, left:right] = block
     if logits:
-        _sigmoid_(canvas)
+        sigmoid_(canvas)
     return WindowStack(canvas, live, y0, y1, x0, x1, g0, g1, ra, first_row)
 
 
