@@ -15,13 +15,23 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def reference_fast_nms(boxes, scores, iou_threshold, top_k, max_detections):
-    """Literal, loop-by-loop Fast NMS: per class, top_k best, drop if any better one overlaps."""
+def _iou32(a, b):
+    """One IoU in float32 scalars, in the reference's operation order; two empty boxes give NaN."""
+    w = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    with np.errstate(invalid="ignore"):
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def reference_fast_nms(boxes, scores, iou_threshold, top_k, max_detections, iou=_iou):
+    """Literal, loop-by-loop Fast NMS: per class, top_k best, drop if any better one overlaps
+    (a NaN IoU drops it too: the reference keeps a box only if ``max IoU <= threshold``)."""
     kept = []
     for c in range(scores.shape[0]):
         order = sorted(range(scores.shape[1]), key=lambda i: -scores[c, i])[:top_k]
         for rank, i in enumerate(order):
-            if all(_iou(boxes[i], boxes[j]) <= iou_threshold for j in order[:rank]):
+            if all(iou(boxes[j], boxes[i]) <= iou_threshold for j in order[:rank]):
                 kept.append((float(scores[c, i]), c, i))
     kept.sort(key=lambda t: -t[0])
     return kept[:max_detections]
@@ -182,3 +192,28 @@ def test_nms_input_errors(nms, boxes, scores, message):
 def test_best_scores_shape_is_checked():
     with pytest.raises(ValueError, match=r"best_scores must have shape \[3\], got \[2\]"):
         fast_nms(np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32), best_scores=np.zeros(2, np.float32))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 25),
+    st.integers(1, 4),
+    st.one_of(st.sampled_from([0.0, 1 / 3, 0.5, 1.0]), st.floats(0, 1)),
+    st.integers(1, 30),
+    st.integers(1, 30),
+)
+def test_fast_nms_matches_the_float32_oracle_with_ties_and_empty_boxes(seed, n, classes, thr, top_k, max_det):
+    # Boxes on a small integer grid: duplicates, exact threshold IoUs (1/3, 1/2) and empty boxes
+    # (NaN IoU with each other); scores from a few levels: ties within and across classes.
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 6, (n, 2, 2)).astype(np.float32)
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    scores = (rng.integers(1, 5, (classes, n)) / 4).astype(np.float32)
+    thr = np.float32(thr)
+    got = as_triples(fast_nms(boxes, scores, iou_threshold=thr, top_k=top_k, max_detections=max_det))
+    assert got == reference_fast_nms(boxes, scores, thr, top_k, max_det, iou=_iou32)
+    best = scores.max(axis=0)
+    ranked = reference_fast_nms(boxes, best[None], thr, top_k, max_det, iou=_iou32)
+    got = cross_class_fast_nms(boxes, scores, iou_threshold=thr, top_k=top_k, max_detections=max_det)
+    assert as_triples(got) == [(s, int(scores[:, i].argmax()), i) for s, _, i in ranked]

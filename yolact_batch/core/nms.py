@@ -31,35 +31,45 @@ def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """For entries listed best first, the rank of each within its group (0 = best)."""
+def _group_runs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For entries listed best first: ``by_group``, the entries grouped (each group still best
+    first), and ``rank``, the rank of ``by_group[p]`` within its group (0 = best)."""
     by_group = np.argsort(groups, kind="stable")
     sorted_groups = groups[by_group]
     starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    rank = np.empty(len(groups), np.int64)
-    rank[by_group] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    return rank
+    rank = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    return by_group, rank
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For entries listed best first, the rank of each within its group (0 = best)."""
+    by_group, rank = _group_runs(groups)
+    out = np.empty(len(groups), np.int64)
+    out[by_group] = rank
+    return out
 
 
 def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Fast NMS's test for entries listed best first: is the IoU with any better entry of
     the same group ``> iou_threshold``? (Suppressed entries still suppress.)
 
-    Groups are packed into a zero-padded ``[G, k, 4]`` array so each group gets its own
-    ``k x k`` upper-triangular IoU matrix, exactly as the reference's per-class matrices.
+    The reference builds one ``k x k`` upper-triangular IoU matrix per group; only its pairs
+    (better, worse) of one group count, so the IoU of those pairs alone is computed.
     """
-    if len(groups) == 0:
-        return np.zeros(0, bool)
-    rank = _rank_within(groups)
-    _, row = np.unique(groups, return_inverse=True)
-    padded = np.zeros((row.max() + 1, rank.max() + 1, 4), boxes.dtype)
-    padded[row, rank] = boxes
-    valid = np.zeros(padded.shape[:2], bool)
-    valid[row, rank] = True
-    pairs = np.triu(valid[:, :, None] & valid[:, None, :], k=1)
-    iou = np.where(pairs, box_iou(padded, padded), 0)
-    # A NaN IoU (two empty boxes) propagates through max and suppresses, as in torch.
-    return ~(iou.max(axis=1)[row, rank] <= iou_threshold)
+    by_group, rank = _group_runs(groups)
+    # by_group[p] pairs with the rank[p] entries before it in its group: the better ones.
+    positions = np.arange(len(groups))
+    worse = np.repeat(positions, rank)
+    offset = np.arange(len(worse)) - np.repeat(np.cumsum(rank) - rank, rank)  # 0 .. rank[p] - 1
+    better = np.repeat(positions - rank, rank) + offset
+    worse, better = by_group[worse], by_group[better]
+    # [K, 1, 4]: one pair per leading index. np.take gathers rows ~10x faster than boxes[i].
+    iou = box_iou(np.take(boxes, better, axis=0)[:, None], np.take(boxes, worse, axis=0)[:, None])[:, 0, 0]
+    # The reference's maxima see its matrices' zeros too (a threshold below 0 suppresses all);
+    # a NaN IoU (two empty boxes) suppresses, as in torch.
+    suppressed = ~(np.zeros(len(groups), iou.dtype) <= iou_threshold)
+    suppressed[worse[~(iou <= iou_threshold)]] = True
+    return suppressed
 
 
 def _fast_nms_by_score(
