@@ -36,9 +36,10 @@ def _group_runs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     first), and ``rank``, the rank of ``by_group[p]`` within its group (0 = best)."""
     by_group = np.argsort(groups, kind="stable")
     sorted_groups = groups[by_group]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    rank = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    return by_group, rank
+    first = np.ones(len(groups), bool)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    positions = np.arange(len(groups))
+    return by_group, positions - np.maximum.accumulate(np.where(first, positions, 0))
 
 
 def _rank_within(groups: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def _fast_nms_by_score(
         # keeps nonzero's order (class, then candidate).
         columns = np.flatnonzero(best >= threshold)
         block = columns_of(columns)
-        classes, local = np.nonzero(block >= threshold)
+        classes, local = np.divmod(np.flatnonzero(block >= threshold), block.shape[1])  # np.nonzero, 3x faster
         entry_scores = block[classes, local]
         idx = columns[local]
         order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
