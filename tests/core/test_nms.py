@@ -5,7 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yolact_batch.core.nms import cross_class_fast_nms, fast_nms, fast_nms_on_demand, greedy_nms
+from yolact_batch.core.nms import (
+    cross_class_fast_nms,
+    fast_nms,
+    fast_nms_on_demand,
+    greedy_nms,
+    greedy_nms_on_demand,
+)
 
 
 def _iou(a, b):
@@ -15,19 +21,31 @@ def _iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def reference_fast_nms(boxes, scores, iou_threshold, top_k, max_detections):
-    """Literal, loop-by-loop Fast NMS: per class, top_k best, drop if any better one overlaps."""
+def _iou32(a, b):
+    """One IoU in float32 scalars, in the reference's operation order; two empty boxes give NaN."""
+    w = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    with np.errstate(invalid="ignore"):
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def reference_fast_nms(boxes, scores, iou_threshold, top_k, max_detections, iou=_iou):
+    """Literal, loop-by-loop Fast NMS: per class, top_k best, drop if any better one overlaps
+    (a NaN IoU drops it too: the reference keeps a box only if ``max IoU <= threshold``)."""
     kept = []
     for c in range(scores.shape[0]):
         order = sorted(range(scores.shape[1]), key=lambda i: -scores[c, i])[:top_k]
         for rank, i in enumerate(order):
-            if all(_iou(boxes[i], boxes[j]) <= iou_threshold for j in order[:rank]):
+            if all(iou(boxes[j], boxes[i]) <= iou_threshold for j in order[:rank]):
                 kept.append((float(scores[c, i]), c, i))
     kept.sort(key=lambda t: -t[0])
     return kept[:max_detections]
 
 
-def reference_greedy_nms(boxes, scores, iou_threshold, score_threshold, max_detections):
+def reference_greedy_nms(boxes, scores, iou_threshold, score_threshold, max_detections, iou=_iou):
+    """Literal torchvision NMS per class: a box is dropped if a kept better one overlaps it
+    (IoU > threshold: a NaN IoU drops nothing)."""
     kept = []
     for c in range(scores.shape[0]):
         order = sorted(
@@ -35,7 +53,7 @@ def reference_greedy_nms(boxes, scores, iou_threshold, score_threshold, max_dete
         )
         alive = []
         for i in order:
-            if all(_iou(boxes[i], boxes[j]) <= iou_threshold for j in alive):
+            if not any(iou(boxes[j], boxes[i]) > iou_threshold for j in alive):
                 alive.append(i)
         kept += [(float(scores[c, i]), c, i) for i in alive]
     kept.sort(key=lambda t: -t[0])
@@ -182,3 +200,73 @@ def test_nms_input_errors(nms, boxes, scores, message):
 def test_best_scores_shape_is_checked():
     with pytest.raises(ValueError, match=r"best_scores must have shape \[3\], got \[2\]"):
         fast_nms(np.zeros((3, 4), np.float32), np.zeros((2, 3), np.float32), best_scores=np.zeros(2, np.float32))
+
+
+def _grid_case(seed, n, classes):
+    # Boxes on a small integer grid: duplicates, exact threshold IoUs (1/3, 1/2) and empty boxes
+    # (NaN IoU with each other); scores from a few levels: ties within and across classes.
+    rng = np.random.default_rng(seed)
+    corners = rng.integers(0, 6, (n, 2, 2)).astype(np.float32)
+    boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+    return boxes, (rng.integers(0, 5, (classes, n)) / 4).astype(np.float32), rng
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 25),
+    st.integers(1, 4),
+    st.one_of(st.sampled_from([0.0, 1 / 3, 0.5, 1.0]), st.floats(0, 1)),
+    st.integers(1, 30),
+    st.integers(1, 30),
+)
+def test_fast_nms_matches_the_float32_oracle_with_ties_and_empty_boxes(seed, n, classes, thr, top_k, max_det):
+    boxes, scores, _ = _grid_case(seed, n, classes)
+    thr = np.float32(thr)
+    got = as_triples(fast_nms(boxes, scores, iou_threshold=thr, top_k=top_k, max_detections=max_det))
+    assert got == reference_fast_nms(boxes, scores, thr, top_k, max_det, iou=_iou32)
+    best = scores.max(axis=0)
+    ranked = reference_fast_nms(boxes, best[None], thr, top_k, max_det, iou=_iou32)
+    got = cross_class_fast_nms(boxes, scores, iou_threshold=thr, top_k=top_k, max_detections=max_det)
+    assert as_triples(got) == [(s, int(scores[:, i].argmax()), i) for s, _, i in ranked]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(0, 25),
+    st.integers(1, 4),
+    st.one_of(st.sampled_from([0.0, 1 / 3, 0.5, 1.0]), st.floats(0, 1)),
+    st.sampled_from([-1.0, 0.0, 0.25, 0.5]),
+    st.integers(1, 30),
+    st.booleans(),
+)
+def test_greedy_nms_matches_the_float32_oracle_with_ties_empty_boxes_and_nan_scores(
+    seed, n, classes, thr, score_threshold, max_det, nan_scores
+):
+    boxes, scores, rng = _grid_case(seed, n, classes)
+    if nan_scores and n:
+        scores.flat[rng.integers(0, scores.size, 3)] = np.nan  # a NaN score never enters
+    thr = np.float32(thr)
+    kw = dict(iou_threshold=thr, score_threshold=score_threshold, max_detections=max_det)
+    expected = reference_greedy_nms(boxes, scores, thr, score_threshold, max_det, iou=_iou32)
+    assert as_triples(greedy_nms(boxes, scores, **kw)) == expected
+    best = scores.max(axis=0)  # NaN where any class score is: the candidate never enters
+    ranked = reference_greedy_nms(boxes, best[None], thr, score_threshold, max_det, iou=_iou32)
+    got = greedy_nms(boxes, scores, cross_class=True, **kw)
+    assert as_triples(got) == [(s, int(scores[:, i].argmax()), i) for s, _, i in ranked]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_greedy_nms_on_demand_reads_only_what_it_needs_and_matches_the_oracle(seed):
+    boxes, scores = random_case(seed, n=300)
+    read = set()
+
+    def boxes_of(i):
+        read.update(i.tolist())
+        return boxes[i]
+
+    best = np.where(scores > 0.1, scores, -np.inf).max(axis=0)
+    got = greedy_nms_on_demand(boxes_of, lambda i: scores[:, i], best, score_threshold=0.1, max_detections=10)
+    assert as_triples(got) == reference_greedy_nms(boxes, scores, 0.5, 0.1, 10)
+    assert len(read) < len(boxes)

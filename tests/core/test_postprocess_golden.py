@@ -70,3 +70,28 @@ def test_detect_equals_decoding_every_candidate(config, image_id, cross_class_nm
     for a, b in zip(got, (boxes[idx], classes, scores, candidates[idx])):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cross_class_nms", [False, True])
+@pytest.mark.parametrize("config,image_id", golden_params()[:2])
+def test_greedy_detect_matches_the_loop_oracle(config, image_id, cross_class_nms):
+    # Greedy NMS decides the best few hundred entries first; the literal per-class loop over all
+    # candidates must agree (a higher threshold keeps the oracle quick: ~600 candidates).
+    from tests.core.test_nms import _iou32, reference_greedy_nms
+    from yolact_batch.core.boxes import decode_boxes
+    from yolact_batch.core.settings import DetectSettings
+
+    g, _ = golden_case(config, image_id)
+    loc, conf = g["loc"][0], g["conf"][0]
+    settings = DetectSettings(nms="greedy", conf_threshold=0.2, cross_class_nms=cross_class_nms)
+    boxes, classes, scores, prior_idx = detect(loc, conf, PRIORS, settings)
+    candidates = np.flatnonzero(conf[:, 1:].max(axis=1) > 0.2)
+    all_boxes, all_scores = decode_boxes(loc[candidates], PRIORS[candidates]), conf[candidates, 1:].T
+    rows = all_scores.max(axis=0, keepdims=True) if cross_class_nms else all_scores
+    expected = reference_greedy_nms(all_boxes, rows, 0.5, 0.2, 100, iou=_iou32)
+    assert [(float(s), int(i)) for s, _, i in expected] == list(
+        zip(scores.tolist(), np.searchsorted(candidates, prior_idx).tolist())
+    )
+    want_classes = [int(all_scores[:, i].argmax()) if cross_class_nms else c for _, c, i in expected]
+    assert classes.tolist() == want_classes
+    np.testing.assert_array_equal(boxes, all_boxes[[i for _, _, i in expected]])

@@ -31,56 +31,98 @@ def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
 
 
-def _rank_within(groups: np.ndarray) -> np.ndarray:
-    """For entries listed best first, the rank of each within its group (0 = best)."""
+def _group_runs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For entries listed best first: ``by_group``, the entries grouped (each group still best
+    first), and ``rank``, the rank of ``by_group[p]`` within its group (0 = best)."""
     by_group = np.argsort(groups, kind="stable")
     sorted_groups = groups[by_group]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    rank = np.empty(len(groups), np.int64)
-    rank[by_group] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    return rank
+    first = np.ones(len(groups), bool)
+    first[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    positions = np.arange(len(groups))
+    return by_group, positions - np.maximum.accumulate(np.where(first, positions, 0))
+
+
+def _rank_within(groups: np.ndarray) -> np.ndarray:
+    """For entries listed best first, the rank of each within its group (0 = best)."""
+    by_group, rank = _group_runs(groups)
+    out = np.empty(len(groups), np.int64)
+    out[by_group] = rank
+    return out
+
+
+def _group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For entries listed best first, every pair ``(better, worse)`` of entries of one group."""
+    by_group, rank = _group_runs(groups)
+    # by_group[p] pairs with the rank[p] entries before it in its group: the better ones.
+    positions = np.arange(len(groups))
+    worse = np.repeat(positions, rank)
+    offset = np.arange(len(worse)) - np.repeat(np.cumsum(rank) - rank, rank)  # 0 .. rank[p] - 1
+    better = np.repeat(positions - rank, rank) + offset
+    return by_group[better], by_group[worse]
+
+
+def _pair_iou(boxes: np.ndarray, better: np.ndarray, worse: np.ndarray) -> np.ndarray:
+    """``box_iou(boxes[better], boxes[worse])`` of each pair alone (``[K]``, not ``[K, K]``)."""
+    # [K, 1, 4]: one pair per leading index. np.take gathers rows ~10x faster than boxes[i].
+    return box_iou(np.take(boxes, better, axis=0)[:, None], np.take(boxes, worse, axis=0)[:, None])[:, 0, 0]
 
 
 def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Fast NMS's test for entries listed best first: is the IoU with any better entry of
     the same group ``> iou_threshold``? (Suppressed entries still suppress.)
 
-    Groups are packed into a zero-padded ``[G, k, 4]`` array so each group gets its own
-    ``k x k`` upper-triangular IoU matrix, exactly as the reference's per-class matrices.
+    The reference builds one ``k x k`` upper-triangular IoU matrix per group; only its pairs
+    (better, worse) of one group count, so the IoU of those pairs alone is computed.
     """
-    if len(groups) == 0:
-        return np.zeros(0, bool)
-    rank = _rank_within(groups)
-    _, row = np.unique(groups, return_inverse=True)
-    padded = np.zeros((row.max() + 1, rank.max() + 1, 4), boxes.dtype)
-    padded[row, rank] = boxes
-    valid = np.zeros(padded.shape[:2], bool)
-    valid[row, rank] = True
-    pairs = np.triu(valid[:, :, None] & valid[:, None, :], k=1)
-    iou = np.where(pairs, box_iou(padded, padded), 0)
-    # A NaN IoU (two empty boxes) propagates through max and suppresses, as in torch.
-    return ~(iou.max(axis=1)[row, rank] <= iou_threshold)
+    better, worse = _group_pairs(groups)
+    iou = _pair_iou(boxes, better, worse)
+    # The reference's maxima see its matrices' zeros too (a threshold below 0 suppresses all);
+    # a NaN IoU (two empty boxes) suppresses, as in torch.
+    suppressed = ~(np.zeros(len(groups), iou.dtype) <= iou_threshold)
+    suppressed[worse[~(iou <= iou_threshold)]] = True
+    return suppressed
 
 
-def _fast_nms_by_score(
+def _greedy_kept(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Classic NMS for entries listed best first: is no better *kept* entry of the same group
+    overlapping it with an IoU ``> iou_threshold``? (A NaN IoU suppresses nothing, as in torchvision.)"""
+    better, worse = _group_pairs(groups)
+    hits = np.flatnonzero(_pair_iou(boxes, better, worse) > iou_threshold)
+    hits = hits[np.argsort(better[hits], kind="stable")]
+    suppressor, victims = better[hits], worse[hits]
+    entries, starts = np.unique(suppressor, return_index=True)
+    bounds = np.append(starts, len(hits)).tolist()
+    kept = np.ones(len(groups), bool)
+    # Best first: when entry i comes up, every better entry of its group has been decided.
+    for k, i in enumerate(entries.tolist()):
+        if kept[i]:
+            kept[victims[bounds[k] : bounds[k + 1]]] = False
+    return kept
+
+
+Survivors = Callable[[Callable[[np.ndarray], np.ndarray], np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _nms_by_score(
     boxes_of: Callable[[np.ndarray], np.ndarray],
     columns_of: Callable[[np.ndarray], np.ndarray],
     best: np.ndarray,
-    iou_threshold: float,
-    top_k: int,
     max_detections: int,
+    survivors: Survivors,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fast NMS over scores ``[C, N]``, visiting entries from the best down.
+    """An NMS over scores ``[C, N]`` in which an entry's fate depends only on better entries
+    (Fast NMS: its rank within its class and the better boxes of its class; greedy NMS: the
+    better kept boxes of its class), visiting entries from the best down.
 
-    An entry's fate (its rank within its class, and whether a better box of its class
-    overlaps it) depends only on better entries. So the entries scoring at least some
-    threshold ``t`` can be decided on their own, and if ``max_detections`` of them
-    survive, nothing below ``t`` can make the cut. ``t`` starts high (about
-    ``2 * max_detections`` entries) and is lowered until that holds or every entry is
-    in; the result equals the reference's full ``[C, top_k, top_k]`` computation.
+    So the entries scoring at least some threshold ``t`` can be decided on their own, and if
+    ``max_detections`` of them survive, nothing below ``t`` can make the cut. ``t`` starts
+    high (about ``2 * max_detections`` entries) and is lowered until that holds or every
+    entry is in; the result equals the NMS of all entries at once.
     ``best`` is each candidate's highest class score; ``columns_of(i)`` gives the scores
     ``[C, len(i)]`` and ``boxes_of(i)`` the boxes ``[len(i), 4]`` of candidates ``i``, which
     are all this reads (a few hundred of the thousands of candidates).
+    ``survivors(boxes_of, idx, classes, scores)`` decides entries listed best first
+    (candidate ``idx[j]`` in class ``classes[j]``): the positions of those it keeps, ascending.
     """
     num_candidates = best.shape[0]
     depth = 2 * max_detections
@@ -93,18 +135,28 @@ def _fast_nms_by_score(
         # keeps nonzero's order (class, then candidate).
         columns = np.flatnonzero(best >= threshold)
         block = columns_of(columns)
-        classes, local = np.nonzero(block >= threshold)
+        classes, local = np.divmod(np.flatnonzero(block >= threshold), block.shape[1])  # np.nonzero, 3x faster
         entry_scores = block[classes, local]
         idx = columns[local]
         order = np.argsort(-entry_scores, kind="stable")  # ties: class, then candidate order
         classes, idx, entry_scores = classes[order], idx[order], entry_scores[order]
-        in_top_k = _rank_within(classes) < top_k
-        classes, idx, entry_scores = classes[in_top_k], idx[in_top_k], entry_scores[in_top_k]
-        keep = np.flatnonzero(~_suppressed(boxes_of(idx), classes, iou_threshold))
+        keep = survivors(boxes_of, idx, classes, entry_scores)
         if len(keep) >= max_detections or threshold == -np.inf:
             keep = keep[:max_detections]
             return idx[keep].astype(np.int64), classes[keep].astype(np.int64), entry_scores[keep]
         depth *= 4
+
+
+def _on_demand(boxes_of, scores_of, best_scores, max_detections, cross_class, survivors):
+    """``_nms_by_score`` per class, or over each candidate's best score with ``cross_class``."""
+    if np.ndim(best_scores) != 1:
+        raise ValueError(f"best_scores must have shape [N], got {list(np.shape(best_scores))}")
+    if best_scores.shape[0] == 0:
+        return _empty()
+    if not cross_class:
+        return _nms_by_score(boxes_of, scores_of, best_scores, max_detections, survivors)
+    idx, _, best = _nms_by_score(boxes_of, lambda i: best_scores[None, i], best_scores, max_detections, survivors)
+    return idx, scores_of(idx).argmax(axis=0).astype(np.int64), best
 
 
 def fast_nms_on_demand(
@@ -128,16 +180,12 @@ def fast_nms_on_demand(
         scores_of: candidate indices ``int64[K]`` -> their scores ``float32[C, K]``.
         best_scores: ``float32[N]`` each candidate's highest class score.
     """
-    if np.ndim(best_scores) != 1:
-        raise ValueError(f"best_scores must have shape [N], got {list(np.shape(best_scores))}")
-    if best_scores.shape[0] == 0:
-        return _empty()
-    if not cross_class:
-        return _fast_nms_by_score(boxes_of, scores_of, best_scores, iou_threshold, top_k, max_detections)
-    idx, _, best = _fast_nms_by_score(
-        boxes_of, lambda i: best_scores[None, i], best_scores, iou_threshold, top_k, max_detections
-    )
-    return idx, scores_of(idx).argmax(axis=0).astype(np.int64), best
+
+    def survivors(boxes_of, idx, classes, scores):
+        in_top_k = np.flatnonzero(_rank_within(classes) < top_k)
+        return in_top_k[~_suppressed(boxes_of(idx[in_top_k]), classes[in_top_k], iou_threshold)]
+
+    return _on_demand(boxes_of, scores_of, best_scores, max_detections, cross_class, survivors)
 
 
 def _dense_fast_nms(boxes, scores, best_scores, iou_threshold, top_k, max_detections, *, cross_class):
@@ -201,9 +249,30 @@ def cross_class_fast_nms(
     return _dense_fast_nms(boxes, scores, best_scores, iou_threshold, top_k, max_detections, cross_class=True)
 
 
-def _best(indices, classes, scores, max_detections):
-    order = np.argsort(-scores, kind="stable")[:max_detections]
-    return indices[order].astype(np.int64), classes[order].astype(np.int64), scores[order]
+def greedy_nms_on_demand(
+    boxes_of: Callable[[np.ndarray], np.ndarray],
+    scores_of: Callable[[np.ndarray], np.ndarray],
+    best_scores: np.ndarray,
+    *,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+    cross_class: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``greedy_nms`` fetching boxes and scores only as it needs them (see ``fast_nms_on_demand``).
+
+    Args:
+        boxes_of: candidate indices ``int64[K]`` -> their boxes ``float32[K, 4]`` in ``(x1, y1, x2, y2)``.
+        scores_of: candidate indices ``int64[K]`` -> their scores ``float32[C, K]``.
+        best_scores: ``float32[N]`` each candidate's highest class score ``> score_threshold``
+            (``-inf`` where it has none; with ``cross_class``, where its highest is not).
+    """
+
+    def survivors(boxes_of, idx, classes, scores):
+        entering = np.flatnonzero(scores > score_threshold)
+        return entering[_greedy_kept(boxes_of(idx[entering]), classes[entering], iou_threshold)]
+
+    return _on_demand(boxes_of, scores_of, best_scores, max_detections, cross_class, survivors)
 
 
 def greedy_nms(
@@ -231,25 +300,13 @@ def greedy_nms(
     _check_inputs(boxes, scores)
     if scores.shape[1] == 0 or scores.shape[0] == 0:
         return _empty()
+    # A NaN score never enters; with cross_class, neither does a candidate with one.
     if cross_class:
-        rows = [(scores.argmax(axis=0), scores.max(axis=0))]
+        best = scores.max(axis=0)
+        best = np.where(best > score_threshold, best, -np.inf)
     else:
-        rows = [(np.full(scores.shape[1], c), scores[c]) for c in range(scores.shape[0])]
-    out_idx, out_cls, out_scores = [], [], []
-    for classes, row in rows:
-        cand = np.flatnonzero(row > score_threshold)
-        cand = cand[np.argsort(-row[cand], kind="stable")]
-        if cand.size == 0:
-            continue
-        iou = box_iou(boxes[cand], boxes[cand])
-        alive = np.ones(cand.size, bool)
-        for i in range(cand.size):
-            if alive[i]:
-                alive[i + 1 :] &= ~(iou[i, i + 1 :] > iou_threshold)
-        kept = cand[alive]
-        out_idx.append(kept)
-        out_cls.append(classes[kept])
-        out_scores.append(row[kept])
-    if not out_idx:
-        return _empty()
-    return _best(np.concatenate(out_idx), np.concatenate(out_cls), np.concatenate(out_scores), max_detections)
+        best = np.where(scores > score_threshold, scores, -np.inf).max(axis=0)
+    return greedy_nms_on_demand(
+        boxes.__getitem__, lambda i: scores[:, i], best, iou_threshold=iou_threshold,
+        score_threshold=score_threshold, max_detections=max_detections, cross_class=cross_class,
+    )  # fmt: skip

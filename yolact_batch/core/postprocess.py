@@ -13,6 +13,7 @@ Two entry points, one per head contract, share the final stage:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import numpy as np
@@ -48,19 +49,8 @@ def detect(
     foreground = conf[:, 1:]
     best = foreground.max(axis=1, initial=-np.inf)
     candidates = np.flatnonzero(best > settings.conf_threshold)
-    common = dict(iou_threshold=settings.iou_threshold, max_detections=settings.max_detections)
-    if settings.nms == "greedy":
-        boxes = decode_boxes(loc[candidates], priors[candidates])
-        idx, classes, kept_scores = nms_ops.greedy_nms(
-            boxes,
-            foreground[candidates].T,
-            score_threshold=settings.conf_threshold,
-            cross_class=settings.cross_class_nms,
-            **common,
-        )
-        return boxes[idx], classes, kept_scores, candidates[idx]
 
-    # Fast NMS reads a few hundred of the thousands of candidates: decode and gather only those
+    # NMS reads a few hundred of the thousands of candidates: decode and gather only those
     # (elementwise, so the same bits as decoding all of them).
     def boxes_of(i: np.ndarray) -> np.ndarray:
         return decode_boxes(loc[candidates[i]], priors[candidates[i]])
@@ -68,9 +58,16 @@ def detect(
     def scores_of(i: np.ndarray) -> np.ndarray:
         return foreground[candidates[i]].T
 
-    idx, classes, kept_scores = nms_ops.fast_nms_on_demand(
-        boxes_of, scores_of, best[candidates], top_k=settings.top_k, cross_class=settings.cross_class_nms, **common
+    common = dict(
+        iou_threshold=settings.iou_threshold,
+        max_detections=settings.max_detections,
+        cross_class=settings.cross_class_nms,
     )
+    if settings.nms == "greedy":
+        nms = partial(nms_ops.greedy_nms_on_demand, score_threshold=settings.conf_threshold, **common)
+    else:
+        nms = partial(nms_ops.fast_nms_on_demand, top_k=settings.top_k, **common)
+    idx, classes, kept_scores = nms(boxes_of, scores_of, best[candidates])
     return boxes_of(idx), classes, kept_scores, candidates[idx]
 
 
