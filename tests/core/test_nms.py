@@ -270,3 +270,26 @@ def test_greedy_nms_on_demand_reads_only_what_it_needs_and_matches_the_oracle(se
     got = greedy_nms_on_demand(boxes_of, lambda i: scores[:, i], best, score_threshold=0.1, max_detections=10)
     assert as_triples(got) == reference_greedy_nms(boxes, scores, 0.5, 0.1, 10)
     assert len(read) < len(boxes)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_greedy_nms_one_kept_box_at_a_time_decides_as_the_pairs_do(seed, monkeypatch):
+    # Past _MAX_PAIRS (degenerate heads: thousands of entries of one class) greedy NMS takes the
+    # classic loop, whose memory is linear in the entries; both follow the float32 oracle.
+    from yolact_batch.core import nms
+
+    boxes, scores, _ = _grid_case(seed, 25, 2)
+    kw = dict(iou_threshold=np.float32(0.5), score_threshold=0.0, max_detections=30)
+    by_pairs = [as_triples(greedy_nms(boxes, scores, cross_class=c, **kw)) for c in (False, True)]
+    monkeypatch.setattr(nms, "_MAX_PAIRS", 0)
+    one_by_one = [as_triples(greedy_nms(boxes, scores, cross_class=c, **kw)) for c in (False, True)]
+    assert one_by_one == by_pairs
+    assert by_pairs[0] == reference_greedy_nms(boxes, scores, kw["iou_threshold"], 0.0, 30, iou=_iou32)
+
+
+def test_greedy_nms_of_thousands_of_overlapping_boxes_stays_small():
+    # 4,000 copies of one box in one class: 8 M pairs, over _MAX_PAIRS. The best one is kept alone.
+    boxes = np.tile(np.array([[10, 10, 50, 50]], np.float32), (4000, 1))
+    scores = np.linspace(0.9, 0.1, 4000, dtype=np.float32)[None]
+    idx, classes, kept = greedy_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=100)
+    assert idx.tolist() == [0] and classes.tolist() == [0] and kept.tolist() == [np.float32(0.9)]

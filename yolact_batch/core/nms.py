@@ -83,9 +83,17 @@ def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> 
     return suppressed
 
 
+# Pairs of one NMS call above which greedy NMS goes one kept box at a time (memory linear in the
+# entries, not quadratic: about 50 bytes a pair would be 200 MB here). Tunes memory only.
+_MAX_PAIRS = 4_000_000
+
+
 def _greedy_kept(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Classic NMS for entries listed best first: is no better *kept* entry of the same group
     overlapping it with an IoU ``> iou_threshold``? (A NaN IoU suppresses nothing, as in torchvision.)"""
+    _, counts = np.unique(groups, return_counts=True)
+    if int((counts * (counts - 1) // 2).sum()) > _MAX_PAIRS:
+        return _greedy_kept_one_by_one(boxes, groups, iou_threshold)
     better, worse = _group_pairs(groups)
     hits = np.flatnonzero(_pair_iou(boxes, better, worse) > iou_threshold)
     hits = hits[np.argsort(better[hits], kind="stable")]
@@ -97,6 +105,19 @@ def _greedy_kept(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) ->
     for k, i in enumerate(entries.tolist()):
         if kept[i]:
             kept[victims[bounds[k] : bounds[k + 1]]] = False
+    return kept
+
+
+def _greedy_kept_one_by_one(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """``_greedy_kept`` by the classic loop: each kept entry, best first, suppresses the worse
+    entries of its group it overlaps (the same IoU of each pair, so the same decisions)."""
+    kept = np.ones(len(groups), bool)
+    for group in np.unique(groups).tolist():
+        members = np.flatnonzero(groups == group)  # best first
+        for j, entry in enumerate(members.tolist()):
+            if kept[entry] and j + 1 < len(members):
+                worse = members[j + 1 :]
+                kept[worse[_pair_iou(boxes, np.full(len(worse), entry), worse) > iou_threshold]] = False
     return kept
 
 
