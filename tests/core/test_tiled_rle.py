@@ -199,3 +199,14 @@ def test_masks_with_many_runs():
         expected = full_size_counts(blocks, windows, (64, 64), *size)
         assert sum(len(c) for c in expected) > 3 * 64 * 60
         assert_same(tiled_counts(blocks, windows, (64, 64), *size), expected)
+
+
+def test_a_full_buffer_then_masks_with_nothing_to_draw():
+    # The many runs of the checkerboards outgrow the compiled kernel's first buffer (twice); the
+    # empty windows after them each still need their one run of zeros in the grown one.
+    board = (np.indices((64, 64)).sum(axis=0) % 2).astype(np.float32)
+    empty = np.zeros((0, 4), np.float32)
+    blocks = [board] * 3 + [empty] * 10
+    windows = np.array([[0, 64, 0, 64]] * 3 + [[5, 5, 0, 4]] * 10)
+    expected = full_size_counts(blocks, windows, (64, 64), 64, 64)
+    assert_same(tiled_counts(blocks, windows, (64, 64), 64, 64), expected)

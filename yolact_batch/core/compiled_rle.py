@@ -57,6 +57,10 @@ def _kernel(
         v = values[i]
         codes[i] = np.uint8(v <= below) | (np.uint8(v > above and v < huge) << np.uint8(1))
     for m in range(count):
+        if k == out.shape[0]:  # room for this mask's last run (a live mask's columns ask for more)
+            bigger = np.empty(2 * out.shape[0], np.int64)
+            bigger[:k] = out[:k]
+            out = bigger
         first = k
         if live[m]:
             y0, y1, x0, x1 = y0s[m], y1s[m], x0s[m], x1s[m]
