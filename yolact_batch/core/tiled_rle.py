@@ -128,32 +128,6 @@ def decision_bounds(threshold: float) -> tuple[np.float32, np.float32, np.float3
     return np.float32(t + t * MARGIN + 1e-30), np.float32(t - t * MARGIN), np.float32(t)
 
 
-@dataclass(frozen=True)
-class WindowStack:
-    """Masks' values stacked on one canvas, with where each mask's pixels can be on.
-
-    Attributes:
-        canvas: ``float32[R, Wp]``: each live mask's source rows ``[ra, rb)`` (all prototype
-            columns, zero outside its window; after the sigmoid with ``logits``), stacked.
-        live: ``bool[D]`` masks with a non-empty window and footprint.
-        y0, y1, x0, x1: ``int64[D]`` output rows/cols whose samples touch the window
-            (outside them every value is 0).
-        g0, g1: ``int64[D]`` the row tiles of ``[y0, y1)``.
-        ra: ``int64[D]`` first source row on the canvas; ``first_row``: its canvas row.
-    """
-
-    canvas: np.ndarray
-    live: np.ndarray
-    y0: np.ndarray
-    y1: np.ndarray
-    x0: np.ndarray
-    x1: np.ndarray
-    g0: np.ndarray
-    g1: np.ndarray
-    ra: np.ndarray
-    first_row: np.ndarray
-
-
 def footprints(
     windows: np.ndarray, rows: AxisTiles, cols: AxisTiles
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -164,28 +138,6 @@ def footprints(
     y0, y1 = np.searchsorted(rows.axis.idx1, r0), np.searchsorted(rows.axis.idx0, r1)
     x0, x1 = np.searchsorted(cols.axis.idx1, c0), np.searchsorted(cols.axis.idx0, c1)
     return y0, y1, x0, x1, (r1 > r0) & (c1 > c0) & (y1 > y0) & (x1 > x0)
-
-
-def stack_windows(
-    blocks: Iterable[np.ndarray], windows: np.ndarray, rows: AxisTiles, cols: AxisTiles, *, logits: bool = False
-) -> WindowStack:
-    """The ``WindowStack`` of ``blocks`` in ``windows`` (arguments as ``mask_run_lengths``)."""
-    height = rows.out_size
-    windows = np.asarray(windows, np.int64).reshape(-1, 4)
-    r0, r1, c0, c1 = windows.T
-    y0, y1, x0, x1, live = footprints(windows, rows, cols)
-    g0, g1 = rows.tile_of[np.minimum(y0, height - 1)], rows.tile_of[np.maximum(y1 - 1, 0)] + 1
-    ra, rb = rows.src0[g0], rows.src1[np.maximum(g1 - 1, 0)] + 1
-    span = np.where(live, rb - ra, 0)
-    first_row = np.cumsum(span) - span
-    canvas = np.full((int(span.sum()), cols.in_size), -np.inf if logits else 0, np.float32)
-    places = np.stack([r0 - ra + first_row, r1 - ra + first_row, c0, c1], axis=1).tolist()
-    for block, ok, (top, bottom, left, right) in zip(blocks, live.tolist(), places):
-        if ok:
-            canvas[top:bottom, left:right] = block
-    if logits:
-        sigmoid_(canvas)
-    return WindowStack(canvas, live, y0, y1, x0, x1, g0, g1, ra, first_row)
 
 
 def mask_run_lengths(
@@ -217,9 +169,22 @@ def mask_run_lengths(
         raise ValueError("mask_run_lengths needs an image at least as large as the prototypes; use paste_masks")
     height, width = rows.out_size, cols.out_size
     above, below, threshold = decision_bounds(threshold)
-    stack = stack_windows(blocks, windows, rows, cols, logits=logits)
-    canvas, live, first_row, ra = stack.canvas, stack.live, stack.first_row, stack.ra
-    count, y1, g0, g1 = len(live), stack.y1, stack.g0, stack.g1
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    count = len(windows)
+    r0, r1, c0, c1 = windows.T
+    y0, y1, x0, x1, live = footprints(windows, rows, cols)
+    g0, g1 = rows.tile_of[np.minimum(y0, height - 1)], rows.tile_of[np.maximum(y1 - 1, 0)] + 1
+    ra, rb = rows.src0[g0], rows.src1[np.maximum(g1 - 1, 0)] + 1
+    # The canvas: each live mask's source rows [ra, rb), all prototype columns, stacked.
+    span = np.where(live, rb - ra, 0)
+    first_row = np.cumsum(span) - span
+    canvas = np.full((int(span.sum()), cols.in_size), -np.inf if logits else 0, np.float32)
+    places = np.stack([r0 - ra + first_row, r1 - ra + first_row, c0, c1], axis=1).tolist()
+    for block, ok, (top, bottom, left, right) in zip(blocks, live.tolist(), places):
+        if ok:
+            canvas[top:bottom, left:right] = block
+    if logits:
+        sigmoid_(canvas)
     code = (canvas <= below).view(np.int8) + ((canvas > above) & (canvas < HUGE)).view(np.int8) * np.int8(2)
 
     # Tile codes (AND of the four corners: _ON, _OFF or _UNDECIDED), one row per row tile of
