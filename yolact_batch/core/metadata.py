@@ -142,7 +142,10 @@ def parse_json_or_toml(text: str, *, origin: str, toml: bool | None = None) -> A
     if toml is None:
         toml = not text.lstrip().startswith("{")
     if toml:
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10: the same parser as the tomli package
+            import tomli as tomllib
 
         try:
             return tomllib.loads(text)
