@@ -191,10 +191,10 @@ def instructions(pythonpath: Path, stage: str, path: str, times: int, folder: Pa
 
 
 def instruction_table(pythonpath: Path, path: str, times: int, folder: Path) -> dict:
-    """Millions of instructions per call of each stage: (count(times) - count(0)) / times."""
-    base = instructions(pythonpath, "decode", path, 0, folder)
-    per = {s: (instructions(pythonpath, s, path, times, folder) - base) / times / 1e6 for s in
-           ("decode", "preprocess", "detect", "post", "rows", "parquet")}  # fmt: skip
+    """Millions of instructions per call of each stage: (count(times) - count(0)) / times, both
+    counts of that stage (its set-up and warm-up call, a JIT compile included, cancel out)."""
+    per = {s: (instructions(pythonpath, s, path, times, folder) - instructions(pythonpath, s, path, 0, folder))
+           / times / 1e6 for s in ("decode", "preprocess", "detect", "post", "rows", "parquet")}  # fmt: skip
     table = {"decode": per["decode"], "preprocess": per["preprocess"], "detect": per["detect"],
              "masks_rle": per["post"] - per["detect"], "rows": per["rows"], "parquet": per["parquet"] / PARQUET_ROWS}  # fmt: skip
     table["total"] = sum(table.values())
