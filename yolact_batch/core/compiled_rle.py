@@ -197,11 +197,7 @@ def compiled_run_lengths(
     """
     if _compiled() is None:
         raise RuntimeError("compiled_run_lengths needs numba: pip install numba (or use tiled_rle.mask_run_lengths)")
-    if threshold < 0:
-        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
-    if not (rows.upsamples and cols.upsamples):
-        raise ValueError("compiled_run_lengths needs an image at least as large as the prototypes")
-    above, below, threshold = decision_bounds(threshold)
+    above, below, threshold = decision_bounds(threshold, rows, cols, caller="compiled_run_lengths")
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     r0, r1, c0, c1 = windows.T
     y0, y1, x0, x1, live = footprints(windows, rows, cols)

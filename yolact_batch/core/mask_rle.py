@@ -25,6 +25,11 @@ from yolact_batch.core.tiled_rle import AxisTiles, mask_run_lengths
 _CHUNK_ROWS = 16384
 
 
+def _use_compiled(compiled: bool | None) -> bool:
+    """``compiled`` as given, or (None) whether numba is installed."""
+    return compiled_rle.available() if compiled is None else compiled
+
+
 def run_lengths(
     blocks: Iterable[np.ndarray],
     windows: np.ndarray,
@@ -55,7 +60,7 @@ def run_lengths(
     if height >= hp and width >= wp:
         rows, cols = AxisTiles.create(hp, height), AxisTiles.create(wp, width)
         method = compiled_rle.compiled_run_lengths
-        if not (compiled_rle.available() if compiled is None else compiled):
+        if not _use_compiled(compiled):
             method = mask_run_lengths
         # All masks on one canvas (each numpy step is then one call per image), unless very many.
         ends = np.flatnonzero(np.diff(np.cumsum(np.maximum(windows[:, 1] - windows[:, 0], 0) + 2) // _CHUNK_ROWS)) + 1
@@ -84,7 +89,7 @@ def encode_run_lengths(
 ) -> tuple[list[str], np.ndarray]:
     """The COCO RLE ``counts`` string and the area (``int64``) of each mask of ``run_lengths``'
     result (``compiled`` as there)."""
-    if compiled_rle.available() if compiled is None else compiled:
+    if _use_compiled(compiled):
         return compiled_rle.compiled_encode(counts, lengths)
     strings = counts_to_strings(np.split(counts, np.cumsum(lengths)[:-1]) if len(lengths) else [])
     return strings, mask_areas(counts, lengths)

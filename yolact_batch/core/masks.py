@@ -129,6 +129,12 @@ def freeze_arrays(obj: object) -> None:
             value.setflags(write=False)
 
 
+def check_threshold(threshold: float) -> None:
+    """Refuse a negative mask threshold: pixels outside a mask's footprint are exactly 0 and must stay off."""
+    if threshold < 0:
+        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
+
+
 def paste_masks(
     blocks: Iterable[np.ndarray],
     windows: np.ndarray,
@@ -156,8 +162,7 @@ def paste_masks(
         ``(bool[h, w], top, left)`` per mask: the binary mask inside its output box, whose
         top-left pixel is ``(top, left)`` in the image; every pixel outside it is off.
     """
-    if threshold < 0:
-        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
+    check_threshold(threshold)
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     r0, r1, c0, c1 = windows.T
     y0, y1 = rows.footprint(r0, r1)

@@ -25,7 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
-from yolact_batch.core.masks import AxisResize, freeze_arrays
+from yolact_batch.core.masks import AxisResize, check_threshold, freeze_arrays
 
 # Relative distance from the threshold within which a source value leaves its tiles undecided.
 MARGIN = 1e-5
@@ -121,9 +121,19 @@ def _key_range(starts: np.ndarray, lengths: np.ndarray, step: int) -> np.ndarray
     return np.repeat(starts, lengths) + step * j
 
 
-def decision_bounds(threshold: float) -> tuple[np.float32, np.float32, np.float32]:
-    """``(above, below, threshold)`` in float32: a value above ``above`` (below ``below``) keeps
-    every pixel it is mixed into on (off); see the module's note on ``MARGIN``."""
+def decision_bounds(
+    threshold: float, rows: AxisTiles, cols: AxisTiles, *, caller: str
+) -> tuple[np.float32, np.float32, np.float32]:
+    """``(above, below, threshold)`` in float32 for a run-length kernel (``caller``, named in
+    errors): a value above ``above`` (below ``below``) keeps every pixel it is mixed into on
+    (off); see the module's note on ``MARGIN``.
+
+    Raises:
+        ValueError: a negative threshold, or an image smaller than the prototypes on an axis.
+    """
+    check_threshold(threshold)
+    if not (rows.upsamples and cols.upsamples):
+        raise ValueError(f"{caller} needs an image at least as large as the prototypes; use paste_masks")
     t = float(threshold)
     return np.float32(t + t * MARGIN + 1e-30), np.float32(t - t * MARGIN), np.float32(t)
 
@@ -163,12 +173,8 @@ def mask_run_lengths(
         ``(counts, lengths)``: the column-major run lengths of every mask, concatenated
         (``int64``), and how many belong to each (``int64[D]``), as ``rle.counts_in_box``.
     """
-    if threshold < 0:
-        raise ValueError(f"mask threshold must be >= 0, got {threshold}")
-    if not (rows.upsamples and cols.upsamples):
-        raise ValueError("mask_run_lengths needs an image at least as large as the prototypes; use paste_masks")
+    above, below, threshold = decision_bounds(threshold, rows, cols, caller="mask_run_lengths")
     height, width = rows.out_size, cols.out_size
-    above, below, threshold = decision_bounds(threshold)
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     count = len(windows)
     r0, r1, c0, c1 = windows.T
