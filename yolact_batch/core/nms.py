@@ -50,11 +50,11 @@ def _rank_within(groups: np.ndarray) -> np.ndarray:
     return out
 
 
-def _group_pairs(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For entries listed best first, every pair ``(better, worse)`` of entries of one group."""
-    by_group, rank = _group_runs(groups)
+def _group_pairs(by_group: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(better, worse)`` of entries of one group, from ``_group_runs``' result
+    (``rank.sum()`` pairs)."""
     # by_group[p] pairs with the rank[p] entries before it in its group: the better ones.
-    positions = np.arange(len(groups))
+    positions = np.arange(len(rank))
     worse = np.repeat(positions, rank)
     offset = np.arange(len(worse)) - np.repeat(np.cumsum(rank) - rank, rank)  # 0 .. rank[p] - 1
     better = np.repeat(positions - rank, rank) + offset
@@ -74,7 +74,7 @@ def _suppressed(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> 
     The reference builds one ``k x k`` upper-triangular IoU matrix per group; only its pairs
     (better, worse) of one group count, so the IoU of those pairs alone is computed.
     """
-    better, worse = _group_pairs(groups)
+    better, worse = _group_pairs(*_group_runs(groups))
     iou = _pair_iou(boxes, better, worse)
     # The reference's maxima see its matrices' zeros too (a threshold below 0 suppresses all);
     # a NaN IoU (two empty boxes) suppresses, as in torch.
@@ -91,10 +91,10 @@ _MAX_PAIRS = 4_000_000
 def _greedy_kept(boxes: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Classic NMS for entries listed best first: is no better *kept* entry of the same group
     overlapping it with an IoU ``> iou_threshold``? (A NaN IoU suppresses nothing, as in torchvision.)"""
-    _, counts = np.unique(groups, return_counts=True)
-    if int((counts * (counts - 1) // 2).sum()) > _MAX_PAIRS:
+    by_group, rank = _group_runs(groups)
+    if int(rank.sum()) > _MAX_PAIRS:
         return _greedy_kept_one_by_one(boxes, groups, iou_threshold)
-    better, worse = _group_pairs(groups)
+    better, worse = _group_pairs(by_group, rank)
     hits = np.flatnonzero(_pair_iou(boxes, better, worse) > iou_threshold)
     hits = hits[np.argsort(better[hits], kind="stable")]
     suppressor, victims = better[hits], worse[hits]
